@@ -1,0 +1,41 @@
+"""Errors, each saying whose fault it is and how to fix it.
+
+* `FlowError`: the flow author's mistake (a YAML file); carries every problem
+  found, each with file, line and column, so an author fixes them in one go.
+* `SettingsError`: the operator's mistake (environment or config).
+
+A person's typed input is never an error: it only ever gets a re-ask.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One thing wrong in a flow file, with where it is and how to fix it."""
+
+    file: str
+    line: int  # 1-based
+    col: int  # 1-based
+    where: str  # dotted path of the offending key, e.g. "nodes.temp.next"
+    what: str
+    fix: str = ""
+
+    def __str__(self) -> str:
+        where = f"{self.where}: " if self.where else ""
+        fix = f" — {self.fix}" if self.fix else ""
+        return f"{self.file}:{self.line}:{self.col}: {where}{self.what}{fix}"
+
+
+class FlowError(Exception):
+    """A flow failed to load; `problems` lists every mistake found."""
+
+    def __init__(self, problems: list[Problem]):
+        self.problems = sorted(problems, key=lambda p: (p.file, p.line, p.col, p.what))
+        super().__init__("\n".join(str(p) for p in self.problems))
+
+
+class SettingsError(Exception):
+    """The operator's configuration is wrong; the message says which setting and the fix."""

@@ -1,0 +1,749 @@
+"""YAML -> `Flow`, checking everything once and reporting every problem.
+
+A flow author should fix a file in one pass, so nothing here stops at the
+first mistake: each check appends a `Problem` (file:line:col, the key, what
+is wrong, how to fix it) and loading fails at the end if there were any.
+The bot refuses to start on a flow with problems; `triagebot validate`
+prints them.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections import deque
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from bot import conditions as cond
+from bot.errors import FlowError, Problem
+from bot.findings import Kind, Value, Vocabulary, bundled_vocabulary
+from bot.flow import (
+    LEVEL_IDS,
+    QUESTION_TYPES,
+    REQUIRED_TEXTS,
+    Branch,
+    Condition,
+    Flow,
+    Item,
+    Level,
+    LevelText,
+    Link,
+    Node,
+    Option,
+    Rule,
+    Text,
+)
+from bot.yamlsource import Path as YPath
+from bot.yamlsource import Source, read_yaml
+
+# Telegram allows 64 bytes of callback data. The adapter adds a short prefix
+# (version and interview nonce, at most 15 bytes) to "node:option".
+CALLBACK_BUDGET = 48
+ID_PATTERN = re.compile(r"^[a-z][a-z0-9_]*$")
+RULE_ID_PATTERN = re.compile(r"^[a-z][a-z0-9-]*$")
+RULE_PREFIX = {Level.EMERGENCY: "em-", Level.URGENT: "ur-", Level.ROUTINE: "ro-",
+               Level.SELF_CARE: "sc-"}
+
+TOP_KEYS = {"flow", "version", "title", "languages", "start", "terms", "links", "labels",
+            "rules", "levels", "texts", "nodes"}
+NODE_KEYS = {
+    "info": {"type", "text", "next"},
+    "yes_no": {"type", "text", "asks", "next", "ask_if", "otherwise", "explain"},
+    "choice": {"type", "text", "asks", "next", "ask_if", "otherwise", "options"},
+    "number": {"type", "text", "asks", "next", "ask_if", "otherwise", "unknown"},
+    "text": {"type", "text", "key", "max_length", "next", "ask_if"},
+    "checklist": {"type", "text", "items", "next", "ask_if"},
+    "outcome": {"type", "text", "level", "advice", "links"},
+}
+
+
+def _did_you_mean(word: str, choices: Iterable[str], otherwise: str = "") -> str:
+    close = difflib.get_close_matches(str(word), list(choices), n=1)
+    return f"did you mean '{close[0]}'?" if close else otherwise
+
+
+class _Builder:
+    """Holds one file's source and the problems found so far."""
+
+    def __init__(self, source: Source, vocabulary: Vocabulary):
+        self.src = source
+        self.voc = vocabulary
+        self.problems: list[Problem] = []
+        self.languages: tuple[str, ...] = ("en",)
+        self.scope = cond.Scope(vocabulary, {})
+
+    def problem(self, path: YPath, what: str, fix: str = "") -> None:
+        self.problems.append(self.src.problem(path, what, fix))
+
+    # ---- small typed readers ------------------------------------------------
+
+    def mapping(self, value: Any, path: YPath, what: str) -> dict:
+        if isinstance(value, dict):
+            return value
+        self.problem(path, f"{what} must be a mapping (key: value lines)",
+                     "indent its entries under it")
+        return {}
+
+    def keys(self, data: dict, allowed: set[str], path: YPath, required: Iterable[str]) -> None:
+        for key in data:
+            if key not in allowed:
+                self.problem((*path, key), f"unknown key '{key}'",
+                             _did_you_mean(key, allowed, f"allowed: {', '.join(sorted(allowed))}"))
+        for key in required:
+            if key not in data:
+                self.problem(path, f"missing '{key}'", f"add `{key}:`")
+
+    def text(self, value: Any, path: YPath) -> Text | None:
+        if value is None:
+            return None
+        if isinstance(value, str):
+            self.problem(path, "text must be a language map",
+                         f'write it as {{en: "{value[:30]}"}} so it can be translated')
+            return Text.en(value)
+        if not isinstance(value, dict) or not value:
+            self.problem(path, "text must be a language map", 'e.g. {en: "How old are you?"}')
+            return None
+        out = []
+        for lang, string in value.items():
+            if not isinstance(string, str) or not string.strip():
+                self.problem((*path, lang), f"the '{lang}' text is empty or not text",
+                             "write the text in quotes")
+                continue
+            if lang not in self.languages:
+                self.problem((*path, lang), f"language '{lang}' is not listed in `languages:`",
+                             _did_you_mean(lang, self.languages, "add it to `languages:`"))
+            out.append((lang, string))
+        for lang in self.languages:
+            if lang not in value:
+                self.problem(path, f"missing translation '{lang}'",
+                             f"add `{lang}: \"...\"` (every text needs every listed language)")
+        if "en" not in dict(out):
+            return Text((*tuple(out), ("en", next(iter(dict(out).values()), "?"))))
+        return Text(tuple(out))
+
+    def condition(self, value: Any, path: YPath) -> Condition | None:
+        if not isinstance(value, str):
+            self.problem(path, "a condition must be text", 'e.g. "fever AND back_pain"')
+            return None
+        try:
+            tree = cond.parse(value)
+        except cond.ConditionError as exc:
+            self.problem(path, f"{exc.what} at column {exc.pos + 1} of the condition", exc.fix)
+            return None
+        errors = cond.check(tree, self.scope)
+        for exc in errors:
+            self.problem(path, exc.what, exc.fix)
+        if errors:
+            return None
+        expanded = cond.expand(tree, self.scope.terms)
+        return Condition(value, expanded, cond.compile_expr(expanded))
+
+    def value_for(self, finding: str, value: Any, path: YPath) -> tuple[bool, Value]:
+        """Check that `value` fits `finding`'s type; return (ok, value as stored)."""
+        if finding not in self.voc:
+            self.problem(path, f"unknown finding '{finding}'",
+                         _did_you_mean(finding, self.voc.findings,
+                                       "use an id from FINDINGS.yaml"))
+            return False, None
+        f = self.voc[finding]
+        if f.kind is Kind.BOOLEAN and isinstance(value, bool):
+            return True, value
+        if f.kind is Kind.CHOICE and value in f.values:
+            return True, value
+        if f.kind is Kind.NUMBER and isinstance(value, int | float) and not isinstance(value, bool):
+            if f.min is not None and f.max is not None and not f.min <= value <= f.max:
+                self.problem(path, f"{value} is outside {finding}'s range {f.min}..{f.max}",
+                             "use a plausible value in the finding's unit")
+                return False, None
+            return True, float(value)
+        expected = {Kind.BOOLEAN: "true or false", Kind.NUMBER: f"a number in {f.unit}",
+                    Kind.CHOICE: "one of " + ", ".join(f.values)}[f.kind]
+        hint = _did_you_mean(str(value), f.values) if f.kind is Kind.CHOICE else ""
+        self.problem(path, f"'{value}' is not a value of '{finding}' ({f.kind})",
+                     hint or f"use {expected}")
+        return False, None
+
+    def id_list(self, value: Any, path: YPath, known: dict, what: str) -> tuple[str, ...]:
+        if value is None:
+            return ()
+        if not isinstance(value, list):
+            self.problem(path, f"{what} must be a list", "e.g. [nhs_back_pain]")
+            return ()
+        out = []
+        for i, item in enumerate(value):
+            if item not in known:
+                self.problem((*path, i), f"unknown {what[:-1]} '{item}'",
+                             _did_you_mean(item, known, f"define it under `{what}:`"))
+            else:
+                out.append(item)
+        return tuple(out)
+
+    # ---- sections -----------------------------------------------------------
+
+    def build(self) -> Flow | None:
+        data = self.src.data
+        if not isinstance(data, dict):
+            self.problem((), "a flow file must be a mapping with `flow:`, `nodes:` and the rest",
+                         "see README 'How to write a flow'")
+            return None
+        self.keys(data, TOP_KEYS, (), ("flow", "version", "title", "start", "rules", "levels",
+                                       "texts", "nodes"))
+        langs = data.get("languages", ["en"])
+        if not isinstance(langs, list) or "en" not in langs:
+            self.problem(("languages",), "languages must be a list that includes en",
+                         "e.g. languages: [en, fr]")
+        else:
+            self.languages = tuple(str(x) for x in langs)
+        flow_id = data.get("flow", "")
+        if not isinstance(flow_id, str) or not ID_PATTERN.match(flow_id):
+            self.problem(("flow",), f"flow id '{flow_id}' is not a plain id",
+                         "use lower-case letters, digits and _")
+        version = data.get("version", 0)
+        if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+            self.problem(("version",), "version must be a whole number from 1",
+                         "raise it whenever the questions or rules change")
+            version = 1
+        title = self.text(data.get("title"), ("title",)) or Text.en(str(flow_id))
+        terms = self.terms(self.mapping(data.get("terms", {}), ("terms",), "terms"))
+        links = self.links(self.mapping(data.get("links", {}), ("links",), "links"))
+        labels = {
+            k: t for k, v in self.mapping(data.get("labels", {}), ("labels",), "labels").items()
+            if (t := self.text(v, ("labels", k))) is not None
+        }
+        for k in labels:
+            if k not in self.voc:
+                self.problem(("labels", k), f"label for unknown finding '{k}'",
+                             _did_you_mean(k, self.voc.findings, "remove it"))
+        rules = self.rules(data.get("rules"), links)
+        levels = self.levels(self.mapping(data.get("levels", {}), ("levels",), "levels"))
+        texts = self.texts(self.mapping(data.get("texts", {}), ("texts",), "texts"))
+        nodes = self.nodes(self.mapping(data.get("nodes", {}), ("nodes",), "nodes"), links)
+        start = data.get("start", "")
+        if nodes and start not in nodes:
+            self.problem(("start",), f"start node '{start}' does not exist",
+                         _did_you_mean(start, nodes, "name the first node of the interview"))
+        asked = {f for n in nodes.values() for f in n.asks}
+        for finding in sorted(asked):
+            if finding not in labels:
+                self.problem(("labels",), f"no label for asked finding '{finding}'",
+                             f"add `{finding}: {{en: \"...\"}}` under labels (used in "
+                             "'because you told me')")
+        if nodes and start in nodes:
+            self.graph(nodes, start)
+        self.dead_conditions(rules, nodes, asked)
+        if self.problems:
+            return None
+        return Flow(
+            id=flow_id, version=version, file=self.src.file, title=title,
+            languages=self.languages, start=start, vocabulary=self.voc, terms=terms,
+            rules=rules, nodes=nodes, links=links, labels=labels, levels=levels, texts=texts,
+        )
+
+    def terms(self, data: dict) -> dict[str, Condition]:
+        trees: dict[str, cond.Expr] = {}
+        for name, text in data.items():
+            if name in self.voc:
+                self.problem(("terms", name), f"term '{name}' has the name of a finding",
+                             "rename the term")
+                continue
+            if not isinstance(text, str):
+                self.problem(("terms", name), "a term must be a condition in quotes",
+                             'e.g. fever: "temperature_c >= 38.0 OR felt_feverish"')
+                continue
+            try:
+                trees[name] = cond.parse(text)
+            except cond.ConditionError as exc:
+                self.problem(("terms", name), f"{exc.what} at column {exc.pos + 1}", exc.fix)
+        # a term may use terms defined before it or after it, but not itself
+        ordered: dict[str, cond.Expr] = {}
+        visiting: set[str] = set()
+
+        def resolve(name: str) -> bool:
+            if name in ordered:
+                return True
+            if name in visiting:
+                self.problem(("terms", name), f"term '{name}' is defined in terms of itself",
+                             "break the cycle")
+                return False
+            visiting.add(name)
+            ok = all(resolve(a.name) for a in cond.atoms(trees[name])
+                     if isinstance(a, cond.Var) and a.name in trees)
+            visiting.discard(name)
+            if ok:
+                ordered[name] = trees[name]
+            return ok
+
+        for name in trees:
+            resolve(name)
+        self.scope = cond.Scope(self.voc, ordered)
+        out = {}
+        for name in ordered:
+            c = self.condition(data[name], ("terms", name))
+            if c is not None:
+                out[name] = c
+        return out
+
+    def links(self, data: dict) -> dict[str, Link]:
+        out = {}
+        for lid, spec in data.items():
+            path = ("links", lid)
+            spec = self.mapping(spec, path, "a link")
+            self.keys(spec, {"url", "title"}, path, ("url", "title"))
+            url = spec.get("url", "")
+            if not isinstance(url, str) or not url.startswith("https://"):
+                self.problem((*path, "url"), f"link url '{url}' is not an https:// address",
+                             "use the public https address from RED-FLAGS.md section 8")
+            title = self.text(spec.get("title"), (*path, "title"))
+            if title:
+                out[lid] = Link(lid, str(url), title)
+        return out
+
+    def rules(self, data: Any, links: dict[str, Link]) -> tuple[Rule, ...]:
+        if not isinstance(data, list):
+            self.problem(("rules",), "rules must be a list", "start each rule with `- id:`")
+            return ()
+        out: list[Rule] = []
+        seen: dict[str, int] = {}
+        for i, spec in enumerate(data):
+            path: YPath = ("rules", i)
+            spec = self.mapping(spec, path, "a rule")
+            self.keys(spec, {"id", "level", "when", "says", "links", "source"}, path,
+                      ("id", "level", "when", "says", "links", "source"))
+            rid = str(spec.get("id", ""))
+            if rid in seen:
+                self.problem((*path, "id"), f"duplicate rule id '{rid}' (also rules[{seen[rid]}])",
+                             "give each rule its own id")
+            seen[rid] = i
+            if not RULE_ID_PATTERN.match(rid):
+                self.problem((*path, "id"), f"rule id '{rid}' is not a plain id",
+                             "use lower-case words joined by -, e.g. em-cauda-equina")
+            level_id = spec.get("level")
+            if level_id not in LEVEL_IDS:
+                self.problem((*path, "level"), f"unknown level '{level_id}'",
+                             _did_you_mean(level_id, LEVEL_IDS, "use " + ", ".join(LEVEL_IDS)))
+                continue
+            level = Level.parse(level_id)
+            if not rid.startswith(RULE_PREFIX[level]):
+                self.problem((*path, "id"), f"rule id '{rid}' does not start with its level",
+                             f"{level.id} rules start with '{RULE_PREFIX[level]}'")
+            if not str(spec.get("source", "")).strip():
+                self.problem((*path, "source"), "a rule must name its source",
+                             "cite the RED-FLAGS.md rule and the guideline behind it")
+            when = self.condition(spec.get("when"), (*path, "when"))
+            says = self.text(spec.get("says"), (*path, "says"))
+            rule_links = self.id_list(spec.get("links"), (*path, "links"), links, "links")
+            if when and says:
+                out.append(Rule(rid, level, when, says, rule_links, str(spec.get("source"))))
+        return tuple(out)
+
+    def levels(self, data: dict) -> dict[Level, LevelText]:
+        out = {}
+        for key in data:
+            if key not in LEVEL_IDS:
+                self.problem(("levels", key), f"unknown level '{key}'",
+                             _did_you_mean(key, LEVEL_IDS, "use " + ", ".join(LEVEL_IDS)))
+        for level in Level:
+            path = ("levels", level.id)
+            if level.id not in data:
+                self.problem(("levels",), f"missing level '{level.id}'",
+                             f"add `{level.id}:` with title and action")
+                continue
+            spec = self.mapping(data[level.id], path, "a level")
+            self.keys(spec, {"title", "action"}, path, ("title", "action"))
+            title = self.text(spec.get("title"), (*path, "title"))
+            action = self.text(spec.get("action"), (*path, "action"))
+            if title and action:
+                out[level] = LevelText(title, action)
+        return out
+
+    def texts(self, data: dict) -> dict[str, Text]:
+        out = {k: t for k, v in data.items() if (t := self.text(v, ("texts", k))) is not None}
+        for key in REQUIRED_TEXTS:
+            if key not in data:
+                self.problem(("texts",), f"missing text '{key}'", f"add `{key}: {{en: \"...\"}}`")
+        for key in data:
+            if key not in REQUIRED_TEXTS:
+                self.problem(("texts", key), f"unknown text '{key}'",
+                             _did_you_mean(key, REQUIRED_TEXTS, "remove it"))
+        return out
+
+    # ---- nodes --------------------------------------------------------------
+
+    def nodes(self, data: dict, links: dict[str, Link]) -> dict[str, Node]:
+        built = {}
+        for nid, spec in data.items():
+            node = self.node(str(nid), self.mapping(spec, ("nodes", nid), "a node"), links)
+            if node:
+                built[str(nid)] = node
+        for node in built.values():
+            for i, branch in enumerate(node.next):
+                if branch.goto not in built and branch.goto not in data:
+                    path: YPath = ("nodes", node.id, "next")
+                    if len(node.next) > 1 or isinstance(data[node.id].get("next"), list):
+                        path = (*path, i, "goto")
+                    self.problem(path, f"unknown node '{branch.goto}'",
+                                 _did_you_mean(branch.goto, data, "name an existing node"))
+        return built
+
+    def node(self, nid: str, spec: dict, links: dict[str, Link]) -> Node | None:
+        path: YPath = ("nodes", nid)
+        if not ID_PATTERN.match(nid):
+            self.problem(path, f"node id '{nid}' is not a plain id",
+                         "use lower-case letters, digits and _")
+        kind = spec.get("type")
+        if kind not in NODE_KEYS:
+            self.problem((*path, "type"), f"unknown node type '{kind}'",
+                         _did_you_mean(kind, NODE_KEYS, "use one of " + ", ".join(NODE_KEYS)))
+            return None
+        required = ["type"] + (["level"] if kind == "outcome" else ["text"])
+        required += ["next"] if kind != "outcome" else []
+        required += ["asks"] if kind in ("yes_no", "choice", "number") else []
+        self.keys(spec, NODE_KEYS[kind], path, required)
+        text = self.text(spec.get("text"), (*path, "text")) or Text.en("")
+        if kind in QUESTION_TYPES and text.get("en") and not _reads_as_question(text):
+            self.problem((*path, "text"), "a question must read as a question",
+                         "end it with '?' (or ':' for typed input)")
+        asks = self.asks(spec.get("asks"), (*path, "asks"), kind)
+        ask_if = self.condition(spec["ask_if"], (*path, "ask_if")) if "ask_if" in spec else None
+        otherwise = self.otherwise(spec.get("otherwise"), (*path, "otherwise"), asks)
+        if "otherwise" in spec and "ask_if" not in spec:
+            self.problem((*path, "otherwise"), "`otherwise` needs `ask_if`",
+                         "add the condition under which the question is asked")
+        common: dict[str, Any] = dict(
+            id=nid, type=kind, text=text, asks=asks, ask_if=ask_if, otherwise=otherwise,
+            next=self.branches(spec.get("next"), (*path, "next")) if kind != "outcome" else (),
+        )
+        if kind == "choice":
+            common["options"] = self.options(spec.get("options"), (*path, "options"), nid, asks)
+        elif kind == "yes_no":
+            common["explain"] = self.text(spec.get("explain"), (*path, "explain"))
+            if asks:
+                common["options"] = tuple(
+                    Option(oid, Text.en(oid), ((asks[0], value),))
+                    for oid, value in (("yes", True), ("no", False)))
+        elif kind == "number":
+            common["unknown"] = self.text(spec.get("unknown"), (*path, "unknown"))
+            if common["unknown"] is None:
+                self.problem(path, "a number question must accept \"don't know\"",
+                             "add `unknown: {en: \"Not measured\"}` (FINDINGS.yaml)")
+        elif kind == "checklist":
+            items = self.items(spec.get("items"), (*path, "items"), nid)
+            common["items"] = items
+            common["asks"] = tuple(dict.fromkeys(i.finding for i in items))
+        elif kind == "text":
+            key = spec.get("key", "")
+            if not isinstance(key, str) or not ID_PATTERN.match(key) or key in self.voc:
+                self.problem((*path, "key"), "a text question needs a `key` that is not a finding",
+                             "free text never feeds rules; name where it is kept, e.g. note")
+            common["key"] = str(key)
+            length = spec.get("max_length", 200)
+            if not isinstance(length, int) or not 1 <= length <= 1000:
+                self.problem((*path, "max_length"), "max_length must be 1..1000",
+                             "short answers only")
+                length = 200
+            common["max_length"] = length
+        elif kind == "outcome":
+            level = spec.get("level")
+            if level not in LEVEL_IDS:
+                self.problem((*path, "level"), f"unknown level '{level}'",
+                             _did_you_mean(level, LEVEL_IDS, "use " + ", ".join(LEVEL_IDS)))
+                return None
+            common["level"] = Level.parse(level)
+            common["advice"] = self.text(spec.get("advice"), (*path, "advice"))
+            common["links"] = self.id_list(spec.get("links"), (*path, "links"), links, "links")
+            if not common["links"]:
+                self.problem((*path, "links"), "an outcome needs at least one guidance link",
+                             "list link ids from `links:`")
+        return Node(**common)
+
+    def asks(self, value: Any, path: YPath, kind: str) -> tuple[str, ...]:
+        if value is None:
+            return ()
+        names = value if isinstance(value, list) else [value]
+        if kind != "choice" and len(names) != 1:
+            self.problem(path, f"a {kind} question asks about exactly one finding",
+                         "use a choice question with `sets:` to decide several at once")
+        out = []
+        expected = {"yes_no": Kind.BOOLEAN, "number": Kind.NUMBER}
+        for i, name in enumerate(names):
+            p = (*path, i) if isinstance(value, list) else path
+            if name not in self.voc:
+                self.problem(p, f"unknown finding '{name}'",
+                             _did_you_mean(name, self.voc.findings, "use an id from FINDINGS.yaml"))
+                continue
+            want = expected.get(kind)
+            if want and self.voc[name].kind is not want:
+                self.problem(p, f"'{name}' is a {self.voc[name].kind}; a {kind} question "
+                             f"asks a {want}", "change the question type or the finding")
+            out.append(name)
+        return tuple(out)
+
+    def otherwise(self, value: Any, path: YPath, asks: tuple[str, ...]) -> tuple:
+        if value is None:
+            return ()
+        data = self.mapping(value, path, "otherwise")
+        out = []
+        for finding, v in data.items():
+            if finding not in asks:
+                self.problem((*path, finding), f"'{finding}' is not asked by this question",
+                             "otherwise may only set the findings in `asks`")
+            ok, stored = self.value_for(finding, v, (*path, finding))
+            if ok:
+                out.append((finding, stored))
+        return tuple(out)
+
+    def branches(self, value: Any, path: YPath) -> tuple[Branch, ...]:
+        if isinstance(value, str):
+            return (Branch(None, value),)
+        if not isinstance(value, list) or not value:
+            self.problem(path, "next must be a node id or a list of `- if: ... goto: ...`",
+                         "e.g. next: sex")
+            return ()
+        out = []
+        for i, spec in enumerate(value):
+            p = (*path, i)
+            spec = self.mapping(spec, p, "a branch")
+            self.keys(spec, {"if", "goto"}, p, ("goto",))
+            when = self.condition(spec["if"], (*p, "if")) if "if" in spec else None
+            if "if" in spec and when is None:
+                continue
+            if i == len(value) - 1 and when is not None:
+                self.problem(p, "the last branch has a condition, so the interview could stop "
+                             "here", "end the list with a plain `- goto: <node>`")
+            if i < len(value) - 1 and when is None:
+                self.problem(p, "a branch without `if` must come last",
+                             "branches after it could never be taken")
+            out.append(Branch(when, str(spec.get("goto", ""))))
+        return tuple(out)
+
+    def options(self, value: Any, path: YPath, nid: str, asks: tuple[str, ...]) -> tuple:
+        if not isinstance(value, list) or len(value) < 2:
+            self.problem(path, "a choice question needs a list of at least two options",
+                         "add `- id: ... label: ...` entries")
+            return ()
+        out, seen = [], set()
+        for i, spec in enumerate(value):
+            p = (*path, i)
+            spec = self.mapping(spec, p, "an option")
+            self.keys(spec, {"id", "label", "value", "sets"}, p, ("id", "label"))
+            oid = str(spec.get("id", ""))
+            self.callback_id(nid, oid, (*p, "id"))
+            if oid in seen:
+                self.problem((*p, "id"), f"duplicate option id '{oid}'", "give each its own id")
+            seen.add(oid)
+            sets: dict[str, Any]
+            if "sets" in spec:
+                sets = self.mapping(spec["sets"], (*p, "sets"), "sets")
+            elif len(asks) == 1:
+                sets = {asks[0]: spec.get("value", oid)}
+            else:
+                self.problem(p, "an option of a question that asks several findings needs `sets`",
+                             "e.g. sets: {sex: female, pregnant: true}")
+                sets = {}
+            pairs = []
+            for finding, v in sets.items():
+                if finding not in asks:
+                    self.problem((*p, "sets", finding),
+                                 f"'{finding}' is not in this question's `asks`",
+                                 "add it to asks, or remove it here")
+                ok, stored = self.value_for(finding, v, (*p, "sets", finding))
+                if ok:
+                    pairs.append((finding, stored))
+            for finding in asks:
+                if finding not in sets and len(asks) > 1:
+                    self.problem(p, f"option '{oid}' does not set '{finding}'",
+                                 "every option must decide every finding the question asks")
+            label = self.text(spec.get("label"), (*p, "label"))
+            if label:
+                out.append(Option(oid, label, tuple(pairs)))
+        return tuple(out)
+
+    def items(self, value: Any, path: YPath, nid: str) -> tuple[Item, ...]:
+        if not isinstance(value, list) or not value:
+            self.problem(path, "a checklist needs a list of items", "add `- finding: ...` items")
+            return ()
+        out, seen = [], set()
+        for i, spec in enumerate(value):
+            p = (*path, i)
+            spec = self.mapping(spec, p, "an item")
+            self.keys(spec, {"finding", "value", "label", "ask_if", "otherwise"}, p,
+                      ("finding", "label"))
+            finding = str(spec.get("finding", ""))
+            if finding not in self.voc:
+                self.problem((*p, "finding"), f"unknown finding '{finding}'",
+                             _did_you_mean(finding, self.voc.findings,
+                                           "use an id from FINDINGS.yaml"))
+                continue
+            f = self.voc[finding]
+            if f.kind is Kind.NUMBER:
+                self.problem((*p, "finding"), f"'{finding}' is a number; checklists tick "
+                             "yes/no findings or choice values", "ask it with a number question")
+                continue
+            if f.kind is Kind.CHOICE:
+                if "value" not in spec:
+                    self.problem(p, f"'{finding}' is a choice: say which value ticking sets",
+                                 f"add `value:` ({', '.join(f.values)})")
+                    continue
+                ok, stored = self.value_for(finding, spec["value"], (*p, "value"))
+                if not ok:
+                    continue
+                if stored == f.default:
+                    self.problem((*p, "value"), "ticking must set something other than the "
+                                 "'nothing there' default", "pick another value")
+                iid = f"{finding}.{stored}"
+            else:
+                stored, iid = True, finding
+            if iid in seen:
+                self.problem(p, f"'{iid}' is listed twice in this checklist", "remove one")
+            seen.add(iid)
+            self.callback_id(nid, iid, p)
+            ask_if = self.condition(spec["ask_if"], (*p, "ask_if")) if "ask_if" in spec else None
+            otherwise: tuple = ()
+            if "otherwise" in spec:
+                if "ask_if" not in spec:
+                    self.problem((*p, "otherwise"), "`otherwise` needs `ask_if`",
+                                 "add the condition under which the item is shown")
+                ok, value = self.value_for(finding, spec["otherwise"], (*p, "otherwise"))
+                otherwise = ((finding, value),) if ok else ()
+            label = self.text(spec.get("label"), (*p, "label"))
+            if label:
+                out.append(Item(iid, finding, stored, label, ask_if, otherwise))
+        return tuple(out)
+
+    def callback_id(self, nid: str, oid: str, path: YPath) -> None:
+        size = len(f"{nid}:{oid}".encode())
+        if size > CALLBACK_BUDGET:
+            self.problem(path, f"'{nid}:{oid}' is {size} bytes; Telegram's callback data leaves "
+                         f"{CALLBACK_BUDGET}", "shorten the node or option id")
+
+    # ---- whole-flow checks --------------------------------------------------
+
+    def graph(self, nodes: dict[str, Node], start: str) -> None:
+        reachable = _reach(start, lambda n: nodes[n].targets() if n in nodes else ())
+        for nid in nodes:
+            if nid not in reachable:
+                self.problem(("nodes", nid), f"node '{nid}' can never be reached",
+                             f"point a `next` at it, or remove it (start is '{start}')")
+        preds: dict[str, list[str]] = {n: [] for n in nodes}
+        for node in nodes.values():
+            for t in node.targets():
+                if t in preds:
+                    preds[t].append(node.id)
+        outcomes = [n for n, node in nodes.items() if node.type == "outcome"]
+        if not outcomes:
+            self.problem(("nodes",), "the flow has no outcome node",
+                         "add a node with `type: outcome`")
+            return
+        finishing = set()
+        for o in outcomes:
+            finishing |= _reach(o, lambda n: preds.get(n, ()))
+        for nid in nodes:
+            if nid in reachable and nid not in finishing:
+                cyclic = nid in _reach_strict(nid, lambda n: nodes[n].targets()
+                                              if n in nodes else ())
+                what = "is on a loop with no way out" if cyclic else "leads to no outcome"
+                self.problem(("nodes", nid), f"node '{nid}' {what}",
+                             "give it a `next` that ends at an outcome node")
+
+    def dead_conditions(self, rules: tuple[Rule, ...], nodes: dict[str, Node],
+                        asked: set[str]) -> None:
+        """Rules or branches that no answer to this flow's questions can make true."""
+        fixed = {f.id: cond.exactly(f.absent, f.kind)
+                 for f in self.voc.findings.values() if f.id not in asked}
+        for i, rule in enumerate(rules):
+            if not cond.satisfiable(rule.when.expr, self.voc, fixed):
+                missing = sorted(cond.findings_in(rule.when.expr) - asked)
+                why = f"; no question asks {', '.join(missing)}" if missing else ""
+                self.problem(("rules", i, "when"), f"rule '{rule.id}' can never fire{why}",
+                             "ask the findings it needs, or fix the condition")
+        for node in nodes.values():
+            conds = [(("nodes", node.id, "next", i, "if"), b.when)
+                     for i, b in enumerate(node.next) if b.when]
+            if node.ask_if:
+                conds.append((("nodes", node.id, "ask_if"), node.ask_if))
+            conds += [(("nodes", node.id, "items", i, "ask_if"), item.ask_if)
+                      for i, item in enumerate(node.items) if item.ask_if]
+            for path, c in conds:
+                if not cond.satisfiable(c.expr, self.voc, fixed):
+                    self.problem(path, f"condition `{c.text}` can never be true",
+                                 "check the values and that the findings are asked")
+
+
+def _reads_as_question(text: Text) -> bool:
+    return all(s.rstrip().endswith(("?", ":", "?)", ":)")) for _, s in text.by_lang)
+
+
+def _reach(start: str, edges) -> set[str]:
+    seen, todo = {start}, deque([start])
+    while todo:
+        for nxt in edges(todo.popleft()):
+            if nxt not in seen:
+                seen.add(nxt)
+                todo.append(nxt)
+    return seen
+
+
+def _reach_strict(start: str, edges) -> set[str]:
+    """Nodes reachable in one or more steps (so `start` is in it only on a cycle)."""
+    seen: set[str] = set()
+    todo = deque(edges(start))
+    while todo:
+        n = todo.popleft()
+        if n not in seen:
+            seen.add(n)
+            todo.extend(edges(n))
+    return seen
+
+
+# ---------------------------------------------------------------- entry points
+
+
+def load_flow(path: str | Path, vocabulary: Vocabulary | None = None) -> Flow:
+    """Load and check one flow file; raise `FlowError` listing every problem."""
+    flow, problems = _load(Path(path), vocabulary or bundled_vocabulary())
+    if problems or flow is None:
+        raise FlowError(problems)
+    return flow
+
+
+def _load(path: Path, vocabulary: Vocabulary) -> tuple[Flow | None, list[Problem]]:
+    name = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        return None, [Problem(name, 1, 1, "", f"cannot read the file: {exc}",
+                              "check the path and that it is UTF-8 text")]
+    source, problems = read_yaml(text, name)
+    if source is None:
+        return None, problems
+    builder = _Builder(source, vocabulary)
+    builder.problems.extend(problems)
+    flow = builder.build()
+    return flow, builder.problems
+
+
+def flow_files(paths: Iterable[str | Path]) -> list[Path]:
+    """Expand folders into their *.yaml files, sorted."""
+    out = []
+    for p in map(Path, paths):
+        out.extend(sorted(p.glob("*.yaml")) if p.is_dir() else [p])
+    return out
+
+
+def load_flows(paths: Iterable[str | Path],
+               vocabulary: Vocabulary | None = None) -> tuple[dict[str, Flow], list[Problem]]:
+    """Load every flow; problems from all files, and duplicate flow ids across files."""
+    flows: dict[str, Flow] = {}
+    problems: list[Problem] = []
+    for path in flow_files(paths):
+        flow, found = _load(path, vocabulary or bundled_vocabulary())
+        problems.extend(found)
+        if flow is not None:
+            if flow.id in flows:
+                problems.append(Problem(str(path), 1, 1, "flow",
+                                        f"flow id '{flow.id}' is also used by "
+                                        f"{flows[flow.id].file}", "give each flow its own id"))
+            flows[flow.id] = flow
+    return flows, problems

@@ -1,0 +1,69 @@
+"""Red-flag evaluation: which rules fire on a set of answers, and why.
+
+Rules are floors (RED-FLAGS.md 1.2): the level is the highest fired rule and
+the flow's own outcome, so it can only go up for a given set of answers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from bot import conditions
+from bot.findings import Kind, Value
+from bot.flow import Flow, Level, Rule
+from bot.session import Answer
+
+Values = dict[str, Value]
+
+
+def values_of(flow: Flow, answers: Iterable[Answer]) -> Values:
+    """Every finding's value: what was answered, else its absent value."""
+    values = flow.vocabulary.absent_values()
+    for a in answers:
+        if a.finding in values:
+            values[a.finding] = a.value
+    return values
+
+
+def fired(flow: Flow, values: Values) -> tuple[Rule, ...]:
+    return tuple(rule for rule in flow.rules if rule.when.test(values))
+
+
+def highest(levels: Iterable[Level], floor: Level = Level.SELF_CARE) -> Level:
+    return max((floor, *levels))
+
+
+def by_urgency(rules: Iterable[Rule]) -> list[Rule]:
+    """Highest level first; the flow's order within a level."""
+    return sorted(rules, key=lambda r: -r.level)
+
+
+def evidence(flow: Flow, rules: Iterable[Rule], values: Values) -> list[str]:
+    """The findings that made these rules fire, without repeats, in order."""
+    out: list[str] = []
+    for rule in by_urgency(rules):
+        for finding in conditions.evidence(rule.when.expr, values):
+            if finding not in out:
+                out.append(finding)
+    return out
+
+
+def describe(flow: Flow, finding: str, value: Value, lang: str) -> str:
+    """A finding in plain words for 'because you told me': label, plus the value."""
+    f = flow.vocabulary[finding]
+    label = flow.labels[finding].get(lang) if finding in flow.labels else finding
+    if f.kind is Kind.BOOLEAN:
+        return label
+    if f.kind is Kind.CHOICE:
+        return f"{label}: {str(value).replace('_', ' ')}"
+    if value is None:
+        return label
+    unit = {"celsius": "°C", "years": "years", "days": "days"}.get(f.unit or "", "")
+    number = f"{value:g}" if f.unit != "years" or value >= 1 else _baby_age(value)
+    return f"{label}: {number} {unit}".rstrip() if f.unit != "years" or value >= 1 else \
+        f"{label}: {number}"
+
+
+def _baby_age(years: float) -> str:
+    weeks = round(years * 52)
+    return f"{weeks} weeks" if weeks < 13 else f"{round(years * 12)} months"

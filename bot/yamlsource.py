@@ -1,0 +1,124 @@
+"""Read YAML safely, keeping the line and column of every key and value.
+
+PyYAML's `safe_load` forgets positions and silently keeps the last of two
+duplicate keys. Flow authors need both: every problem must point at a line,
+and a duplicated node id must be an error, not a quiet overwrite. So we
+compose the node tree with the safe loader and build plain values ourselves,
+recording a mark for every path on the way.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+
+from bot.errors import Problem
+
+Path = tuple[str | int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """Plain data read from one YAML file, plus where each part of it is."""
+
+    file: str
+    data: Any
+    marks: dict[Path, tuple[int, int]]
+
+    def at(self, path: Path) -> tuple[int, int]:
+        """Line and column (1-based) of `path`, or of its nearest marked parent."""
+        while path not in self.marks and path:
+            path = path[:-1]
+        return self.marks.get(path, (1, 1))
+
+    def problem(self, path: Path, what: str, fix: str = "") -> Problem:
+        line, col = self.at(path)
+        return Problem(self.file, line, col, dotted(path), what, fix)
+
+
+def dotted(path: Path) -> str:
+    """`("nodes", "temp", "next", 0)` -> `nodes.temp.next[0]`."""
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+class _Constructor(yaml.constructor.SafeConstructor):
+    """Safe scalar construction only (no Python tags, no eval)."""
+
+
+def read_yaml(text: str, file: str) -> tuple[Source | None, list[Problem]]:
+    """Parse `text`; on malformed YAML return the problem with its line."""
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+        what = f"malformed YAML: {exc.problem or exc.context}"
+        fix = _yaml_fix(text, line, str(exc.problem or ""))
+        return None, [Problem(file, line, col, "", what, fix)]
+    except yaml.YAMLError as exc:  # pragma: no cover - PyYAML marks nearly everything
+        return None, [Problem(file, 1, 1, "", f"malformed YAML: {exc}", "check the file")]
+    marks: dict[Path, tuple[int, int]] = {}
+    problems: list[Problem] = []
+    constructor = _Constructor()
+    data = _build(root, (), marks, problems, constructor, file) if root is not None else None
+    return Source(file, data, marks), problems
+
+
+def _yaml_fix(text: str, line: int, problem: str) -> str:
+    lines = text.splitlines()
+    current = lines[line - 1] if 0 < line <= len(lines) else ""
+    if "\t" in current or "'\\t'" in problem:
+        return "YAML does not allow tabs for indentation: use spaces"
+    if "mapping values are not allowed" in problem:
+        return "quote text that contains ': ' (\"like: this\"), or fix the indentation"
+    if "expected <block end>" in problem or "indentation" in problem:
+        return "indent items of the same list or mapping by the same number of spaces"
+    return "check the indentation and quoting on this line and the one before"
+
+
+def _build(
+    node: yaml.Node,
+    path: Path,
+    marks: dict[Path, tuple[int, int]],
+    problems: list[Problem],
+    constructor: _Constructor,
+    file: str,
+) -> Any:
+    marks[path] = (node.start_mark.line + 1, node.start_mark.column + 1)
+    if isinstance(node, yaml.MappingNode):
+        out: dict[Any, Any] = {}
+        for key_node, value_node in node.value:
+            key = constructor.construct_object(key_node, deep=True)
+            if not isinstance(key, str | int | float | bool):
+                line, col = key_node.start_mark.line + 1, key_node.start_mark.column + 1
+                problems.append(Problem(file, line, col, "", "a key must be plain text",
+                                        "write the key as a word, e.g. `text:`"))
+                continue
+            if isinstance(key, bool):
+                line, col = key_node.start_mark.line + 1, key_node.start_mark.column + 1
+                problems.append(Problem(
+                    file, line, col, dotted(path), f"the key '{key_node.value}' reads as {key}",
+                    f"YAML turns yes/no/on/off into true/false: quote it (\"{key_node.value}\")"))
+            key = str(key) if not isinstance(key, str) else key
+            if key in out:
+                line, col = key_node.start_mark.line + 1, key_node.start_mark.column + 1
+                first = marks.get((*path, key), (0, 0))[0]
+                problems.append(Problem(
+                    file, line, col, dotted((*path, key)),
+                    f"duplicate key '{key}' (first defined on line {first})",
+                    "remove or rename one of them; YAML keeps only the last"))
+                continue
+            out[key] = _build(value_node, (*path, key), marks, problems, constructor, file)
+            marks[(*path, key)] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
+        return out
+    if isinstance(node, yaml.SequenceNode):
+        return [
+            _build(item, (*path, i), marks, problems, constructor, file)
+            for i, item in enumerate(node.value)
+        ]
+    return constructor.construct_object(node, deep=True)
