@@ -286,8 +286,10 @@ class Engine:
         s = replace(s, fired=tuple(r.id for r in fired))
         if any(r.level is Level.EMERGENCY for r in fired):
             return self._finish(s, None, fired, values, out), True
-        urgent = [r for r in fired if r.level is Level.URGENT]
-        if urgent and not s.announced:
+        urgent = [] if s.announced else [
+            r for r in fired
+            if r.level is Level.URGENT and rulebook.settled(self.flow, r, s.answers)]
+        if urgent:
             text = fill(self._t("raised_urgent", s), reason=urgent[0].says.get(s.language))
             out.append(Escalate(Level.URGENT, tuple(r.id for r in urgent), text))
             s = replace(s, announced=tuple(r.id for r in urgent))

@@ -73,6 +73,7 @@ class _Builder:
         self.problems: list[Problem] = []
         self.languages: tuple[str, ...] = ("en",)
         self.scope = cond.Scope(vocabulary, {})
+        self.dangling = False
 
     def problem(self, path: YPath, what: str, fix: str = "") -> None:
         self.problems.append(self.src.problem(path, what, fix))
@@ -230,7 +231,7 @@ class _Builder:
                 self.problem(("labels",), f"no label for asked finding '{finding}'",
                              f"add `{finding}: {{en: \"...\"}}` under labels (used in "
                              "'because you told me')")
-        if nodes and start in nodes:
+        if nodes and start in nodes and not self.dangling:  # else every later node looks lost
             self.graph(nodes, start)
         self.dead_conditions(rules, nodes, asked)
         if self.problems:
@@ -377,9 +378,11 @@ class _Builder:
             node = self.node(str(nid), self.mapping(spec, ("nodes", nid), "a node"), links)
             if node:
                 built[str(nid)] = node
+        self.dangling = False
         for node in built.values():
             for i, branch in enumerate(node.next):
                 if branch.goto not in built and branch.goto not in data:
+                    self.dangling = True
                     path: YPath = ("nodes", node.id, "next")
                     if len(node.next) > 1 or isinstance(data[node.id].get("next"), list):
                         path = (*path, i, "goto")
@@ -507,12 +510,10 @@ class _Builder:
             spec = self.mapping(spec, p, "a branch")
             self.keys(spec, {"if", "goto"}, p, ("goto",))
             when = self.condition(spec["if"], (*p, "if")) if "if" in spec else None
-            if "if" in spec and when is None:
-                continue
-            if i == len(value) - 1 and when is not None:
+            if i == len(value) - 1 and "if" in spec:
                 self.problem(p, "the last branch has a condition, so the interview could stop "
                              "here", "end the list with a plain `- goto: <node>`")
-            if i < len(value) - 1 and when is None:
+            if i < len(value) - 1 and "if" not in spec:
                 self.problem(p, "a branch without `if` must come last",
                              "branches after it could never be taken")
             out.append(Branch(when, str(spec.get("goto", ""))))

@@ -29,6 +29,20 @@ def fired(flow: Flow, values: Values) -> tuple[Rule, ...]:
     return tuple(rule for rule in flow.rules if rule.when.test(values))
 
 
+def settled(flow: Flow, rule: Rule, answers: Iterable[Answer]) -> bool:
+    """Will `rule` keep firing whatever the questions still to come are answered?
+
+    Used before telling a person mid-interview that they need same-day care:
+    a rule with an exception (`NOT viral_exception`) may stop firing once the
+    exception's facts are known, and the bot must not announce a level it
+    would later take back.
+    """
+    voc = flow.vocabulary
+    fixed = {a.finding: conditions.exactly(a.value, voc[a.finding].kind)
+             for a in answers if a.finding in voc}
+    return not conditions.satisfiable(conditions.Not(rule.when.expr), voc, fixed)
+
+
 def highest(levels: Iterable[Level], floor: Level = Level.SELF_CARE) -> Level:
     return max((floor, *levels))
 

@@ -75,7 +75,7 @@ def _yaml_fix(text: str, line: int, problem: str) -> str:
     if "\t" in current or "'\\t'" in problem:
         return "YAML does not allow tabs for indentation: use spaces"
     if "mapping values are not allowed" in problem:
-        return "quote text that contains ': ' (\"like: this\"), or fix the indentation"
+        return "fix the indentation of this line or the one above, or quote text with ': '"
     if "expected <block end>" in problem or "indentation" in problem:
         return "indent items of the same list or mapping by the same number of spaces"
     return "check the indentation and quoting on this line and the one before"
@@ -104,6 +104,7 @@ def _build(
                 problems.append(Problem(
                     file, line, col, dotted(path), f"the key '{key_node.value}' reads as {key}",
                     f"YAML turns yes/no/on/off into true/false: quote it (\"{key_node.value}\")"))
+                continue
             key = str(key) if not isinstance(key, str) else key
             if key in out:
                 line, col = key_node.start_mark.line + 1, key_node.start_mark.column + 1

@@ -1,0 +1,181 @@
+"""`triagebot`: run | chat | validate | graph | eval — wiring and exit codes.
+
+Exit codes: 0 fine; 1 the thing checked is not fine (flow problems, an unsafe
+vignette run); 2 the command could not run (bad settings or arguments).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from bot import __version__, graph
+from bot.engine import Engine
+from bot.errors import FlowError, SettingsError
+from bot.flow import Flow
+from bot.loader import flow_files, load_flows
+from bot.settings import BUNDLED_FLOWS, from_env
+from bot.vignettes import VignetteError, load_vignettes, run_case, safe, summarize
+
+DEFAULT_FLOW = "back_pain_fever"
+
+
+def _flows_dir() -> Path:
+    return from_env().flows
+
+
+def _load(paths: list[Path]) -> dict[str, Flow]:
+    flows, problems = load_flows(paths)
+    if problems:
+        raise FlowError(problems)
+    return flows
+
+
+def _pick(flows: dict[str, Flow], wanted: str | None) -> Flow:
+    if wanted and Path(wanted).suffix in (".yaml", ".yml") and Path(wanted).exists():
+        return next(iter(_load([Path(wanted)]).values()))
+    key = wanted or DEFAULT_FLOW
+    if key not in flows:
+        if not wanted and len(flows) == 1:
+            return next(iter(flows.values()))
+        raise SettingsError(f"no flow '{key}': choose one of {', '.join(sorted(flows)) or '-'}")
+    return flows[key]
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    paths = [Path(p) for p in args.paths] or [_flows_dir()]
+    files = flow_files(paths)
+    if not files:
+        print(f"no flow files found in {', '.join(map(str, paths))}", file=sys.stderr)
+        return 2
+    flows, problems = load_flows(files)
+    for problem in problems:
+        print(problem)
+    if problems:
+        print(f"{len(problems)} problem(s) in {len(files)} file(s)", file=sys.stderr)
+        return 1
+    for flow in flows.values():
+        print(f"{flow.file}: ok — flow '{flow.id}' v{flow.version}: {len(flow.nodes)} nodes, "
+              f"{len(flow.rules)} rules, languages {', '.join(flow.languages)}")
+    return 0
+
+
+def cmd_chat(args: argparse.Namespace) -> int:
+    from bot.chat import run_chat
+
+    settings = from_env()
+    flow = _pick(_load([settings.flows]), args.flow)
+    engine = Engine(flow, settings.emergency_number)
+    colour = sys.stdout.isatty() if args.colour == "auto" else args.colour == "always"
+    run_chat(engine, input, sys.stdout, colour, args.lang)
+    return 0
+
+
+def cmd_graph(args: argparse.Namespace) -> int:
+    flow = _pick(_load([_flows_dir()]) if not Path(args.flow).exists() else {}, args.flow)
+    sys.stdout.write(graph.mermaid(flow) if args.format == "mermaid" else graph.dot(flow))
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    settings = from_env()
+    flow = _pick(_load([settings.flows]), args.flow)
+    engine = Engine(flow, settings.emergency_number)
+    cases = load_vignettes(args.file, flow)
+    results = [run_case(engine, case) for case in cases]
+    summary = summarize(results)
+    if args.json:
+        print(json.dumps({
+            "results": [{"id": r.vignette.id, "expected": r.vignette.expected.id,
+                         "got": r.got.id, "fired_rules": list(r.fired),
+                         "questions": r.questions, "correct": r.correct} for r in results],
+            "summary": summary,
+        }, indent=2))
+    else:
+        _print_table(results, summary)
+    return 0 if safe(summary) else 1
+
+
+def _print_table(results, summary) -> None:
+    print(f"{'id':<10} {'expected':<10} {'got':<10} {'ok':<5} {'q':>3}  rules fired")
+    for r in results:
+        mark = "yes" if r.correct else ("UNDER" if r.under else "over")
+        print(f"{r.vignette.id:<10} {r.vignette.expected.id:<10} {r.got.id:<10} {mark:<5} "
+              f"{r.questions:>3}  {', '.join(r.fired) or '-'}")
+    print()
+    pct = lambda x: f"{100 * x:.1f}%"  # noqa: E731
+    print(f"vignettes: {summary['n']}   exact accuracy: {pct(summary['exact_accuracy'])}   "
+          f"emergency sensitivity: {pct(summary['emergency_sensitivity'])} "
+          f"({summary['emergency_correct']}/{summary['emergency_total']})")
+    print(f"under-triage: {pct(summary['under_triage_rate'])} ({summary['under_triaged']}, "
+          f"two levels: {summary['under_triage_two_levels']})   "
+          f"over-triage: {pct(summary['over_triage_rate'])} ({summary['over_triaged']})   "
+          f"risk averseness: {summary['risk_averseness']}")
+    print("per-level accuracy: " + ", ".join(f"{k} {pct(v)}"
+                                             for k, v in summary["per_level_accuracy"].items()))
+    print(f"median questions to an outcome: {summary['median_questions']:g}")
+    print("safety requirement: " + ("met" if safe(summary) else "NOT MET"))
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    settings = from_env()
+    flows = _load([settings.flows])  # refuse to start on a broken flow
+    if not settings.token:
+        raise SettingsError("TELEGRAM_BOT_TOKEN is not set: get a token from @BotFather and "
+                            "export it, or try the interview in the terminal with "
+                            "`triagebot chat`")
+    raise SettingsError(f"loaded {len(flows)} flow(s); the Telegram adapter is not part of "
+                        "this version yet: use `triagebot chat` meanwhile")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="triagebot", description=(
+        "Triage for back pain and fever. Not a doctor: every outcome says so."))
+    parser.add_argument("--version", action="version", version=f"triagebot {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run the bot on Telegram (settings from the environment)")
+    run.set_defaults(func=cmd_run)
+
+    chat = sub.add_parser("chat", help="the interview in this terminal")
+    chat.add_argument("--flow", help=f"flow id (default {DEFAULT_FLOW})")
+    chat.add_argument("--lang", default="en", help="language code (default en)")
+    chat.add_argument("--colour", "--color", choices=("auto", "always", "never"),
+                      default="auto")
+    chat.set_defaults(func=cmd_chat)
+
+    validate = sub.add_parser("validate", help="check flow files and print every problem")
+    validate.add_argument("paths", nargs="*", help=f"files or folders (default {BUNDLED_FLOWS})")
+    validate.set_defaults(func=cmd_validate)
+
+    graph_ = sub.add_parser("graph", help="draw a flow as Mermaid or DOT")
+    graph_.add_argument("flow", help="flow id or YAML file")
+    graph_.add_argument("--format", choices=("mermaid", "dot"), default="mermaid")
+    graph_.set_defaults(func=cmd_graph)
+
+    eval_ = sub.add_parser("eval", help="run clinical vignettes and print the metrics")
+    eval_.add_argument("file", help="vignette YAML (format: VIGNETTES-FORMAT.md)")
+    eval_.add_argument("--json", action="store_true", help="print one JSON object")
+    eval_.add_argument("--flow", help=f"flow id (default {DEFAULT_FLOW})")
+    eval_.set_defaults(func=cmd_eval)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except FlowError as exc:
+        print(exc, file=sys.stderr)
+        print("The flow has problems: fix them (run `triagebot validate`) and try again.",
+              file=sys.stderr)
+        return 1
+    except (SettingsError, VignetteError) as exc:
+        print(f"triagebot: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

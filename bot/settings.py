@@ -1,0 +1,80 @@
+"""Environment -> frozen `Settings`, with errors that name the variable and the fix.
+
+The variables are the contract in ../shared/ARCHITECTURE.md; every one of
+them is documented in README.md (a test checks that).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from bot.errors import SettingsError
+
+BUNDLED_FLOWS = Path(__file__).resolve().parent.parent / "flows"
+DEFAULT_API_URL = "https://api.telegram.org"
+DEFAULT_LISTEN = "0.0.0.0:8080"
+MODES = ("polling", "webhook")
+ENV_VARS = (
+    "TELEGRAM_BOT_TOKEN", "TRIAGEBOT_API_URL", "TRIAGEBOT_DB", "TRIAGEBOT_MODE",
+    "TRIAGEBOT_WEBHOOK_URL", "TRIAGEBOT_WEBHOOK_SECRET", "TRIAGEBOT_LISTEN", "TRIAGEBOT_FLOWS",
+    "TRIAGEBOT_EMERGENCY_NUMBER",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    token: str | None
+    api_url: str
+    db: Path
+    mode: str
+    webhook_url: str | None
+    webhook_secret: str | None
+    listen_host: str
+    listen_port: int
+    flows: Path
+    emergency_number: str
+
+    def __repr__(self) -> str:  # the token and secret never reach a log
+        return (f"Settings(mode={self.mode!r}, api_url={self.api_url!r}, db={str(self.db)!r}, "
+                f"flows={str(self.flows)!r}, emergency_number={self.emergency_number!r}, "
+                f"token={'set' if self.token else 'unset'})")
+
+
+def from_env(env: Mapping[str, str] | None = None) -> Settings:
+    """Read and check every setting; raise `SettingsError` naming what to fix."""
+    env = os.environ if env is None else env
+    mode = env.get("TRIAGEBOT_MODE", "polling").strip().lower()
+    if mode not in MODES:
+        raise SettingsError(f"TRIAGEBOT_MODE={mode!r} is not a mode: use polling or webhook")
+    listen = env.get("TRIAGEBOT_LISTEN", DEFAULT_LISTEN)
+    host, _, port = listen.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise SettingsError(f"TRIAGEBOT_LISTEN={listen!r} must be host:port, e.g. 0.0.0.0:8080")
+    number = env.get("TRIAGEBOT_EMERGENCY_NUMBER", "112").strip()
+    if not re.fullmatch(r"[0-9]{2,6}", number):
+        raise SettingsError(f"TRIAGEBOT_EMERGENCY_NUMBER={number!r} must be the local "
+                            "emergency number in digits, e.g. 112, 999 or 911")
+    flows = Path(env.get("TRIAGEBOT_FLOWS", str(BUNDLED_FLOWS)))
+    if not flows.exists():
+        raise SettingsError(f"TRIAGEBOT_FLOWS={str(flows)!r} does not exist: point it at the "
+                            "folder of flow YAML files")
+    webhook_url = env.get("TRIAGEBOT_WEBHOOK_URL") or None
+    if mode == "webhook" and not (webhook_url or "").startswith("https://"):
+        raise SettingsError("webhook mode needs TRIAGEBOT_WEBHOOK_URL, the public https:// "
+                            "address Telegram should call")
+    return Settings(
+        token=env.get("TELEGRAM_BOT_TOKEN") or None,
+        api_url=env.get("TRIAGEBOT_API_URL", DEFAULT_API_URL).rstrip("/"),
+        db=Path(env.get("TRIAGEBOT_DB", "triagebot.sqlite3")),
+        mode=mode,
+        webhook_url=webhook_url,
+        webhook_secret=env.get("TRIAGEBOT_WEBHOOK_SECRET") or None,
+        listen_host=host,
+        listen_port=int(port),
+        flows=flows,
+        emergency_number=number,
+    )
