@@ -1,0 +1,34 @@
+"""Shared fixtures: the bundled flow, the clinical references beside the repo."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bot.engine import Engine
+from bot.flow import Flow
+from bot.loader import load_flow
+
+ROOT = Path(__file__).resolve().parent.parent
+FLOWS = ROOT / "flows"
+BUNDLED = FLOWS / "back_pain_fever.yaml"
+SHARED = ROOT.parent / "shared" / "triage"
+
+
+@pytest.fixture(scope="session")
+def flow() -> Flow:
+    return load_flow(BUNDLED)
+
+
+@pytest.fixture(scope="session")
+def engine(flow: Flow) -> Engine:
+    return Engine(flow)
+
+
+@pytest.fixture(scope="session")
+def shared() -> Path:
+    """../shared/triage, the clinical references; CI lays it beside the clone."""
+    if not SHARED.exists():
+        pytest.skip("../shared/triage (the clinical references) is not beside this checkout")
+    return SHARED
