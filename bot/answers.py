@@ -43,7 +43,7 @@ def normalize(text: str) -> str:
     text = "".join(c for c in text if not unicodedata.combining(c)).casefold()
     text = text.replace("’", "'").replace("_", " ")
     text = re.sub(r"[^\w\s'°.,/-]", " ", text)
-    return " ".join(text.split()).strip(" .,!?'-")
+    return " ".join(text.split()).strip(" .,!'").rstrip("?").strip()
 
 
 # Words are kept per language so more can be added without touching code paths.
@@ -68,6 +68,8 @@ def _words(table: dict[str, set[str]], lang: str) -> set[str]:
 def parse_yes_no(text: str, lang: str = "en", labels: dict[str, str] | None = None) -> Parsed:
     """yes / no / not sure and their common variants; `labels` adds button labels."""
     t = normalize(text)
+    if not t and "?" in text:
+        return Unsure()
     extra = {normalize(k): v for k, v in (labels or {}).items()}
     if t in extra:
         v = extra[t]

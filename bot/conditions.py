@@ -333,6 +333,16 @@ def atoms(expr: Expr) -> Iterator[Var | Known | Compare | Member]:
         yield expr
 
 
+def nodes(expr: Expr) -> Iterator[Expr]:
+    """Every node of the tree, the root first."""
+    yield expr
+    if isinstance(expr, Not):
+        yield from nodes(expr.expr)
+    elif isinstance(expr, All | AnyOf):
+        for item in expr.items:
+            yield from nodes(item)
+
+
 def expand(expr: Expr, terms: Mapping[str, Expr]) -> Expr:
     """Replace every term by its definition, so only findings remain."""
     if isinstance(expr, Var) and expr.name in terms:
@@ -388,8 +398,40 @@ def compile_expr(expr: Expr) -> Predicate:
         return lambda v: not inner(v)
     parts = tuple(compile_expr(i) for i in expr.items)
     if isinstance(expr, All):
-        return lambda v: all(p(v) for p in parts)
-    return lambda v: any(p(v) for p in parts)
+        return _all_of(parts)
+    return _any_of(parts)
+
+
+def _all_of(parts: tuple[Predicate, ...]) -> Predicate:
+    if len(parts) == 2:
+        a, b = parts
+        return lambda v: a(v) and b(v)
+    if len(parts) == 3:
+        a, b, c = parts
+        return lambda v: a(v) and b(v) and c(v)
+
+    def every(v: Values) -> bool:  # a loop: faster than all() over a generator
+        for p in parts:  # noqa: SIM110
+            if not p(v):
+                return False
+        return True
+    return every
+
+
+def _any_of(parts: tuple[Predicate, ...]) -> Predicate:
+    if len(parts) == 2:
+        a, b = parts
+        return lambda v: a(v) or b(v)
+    if len(parts) == 3:
+        a, b, c = parts
+        return lambda v: a(v) or b(v) or c(v)
+
+    def some(v: Values) -> bool:
+        for p in parts:  # noqa: SIM110
+            if p(v):
+                return True
+        return False
+    return some
 
 
 def evaluate(expr: Expr, values: Values) -> bool:
@@ -516,11 +558,25 @@ def satisfiable(expr: Expr, voc: Vocabulary, fixed: Mapping[str, Domain] | None 
     value when no question asks them). Numbers range over the vocabulary's
     min..max or unknown. Errs towards True when the search is too large.
     """
-    fixed = fixed or {}
+    conjunctions = dnf(expr, voc, limit)
+    return True if conjunctions is None else consistent(conjunctions, voc, fixed)
+
+
+Conjunction = list[tuple[str, Domain]]
+
+
+def dnf(expr: Expr, voc: Vocabulary, limit: int = 20000) -> list[Conjunction] | None:
+    """`expr` as an OR of ANDs of per-finding domains; None when too large to expand."""
     try:
-        conjunctions = _dnf(expr, False, voc, limit)
+        return _dnf(expr, False, voc, limit)
     except OverflowError:
-        return True
+        return None
+
+
+def consistent(conjunctions: list[Conjunction], voc: Vocabulary,
+               fixed: Mapping[str, Domain] | None = None) -> bool:
+    """Can some conjunction hold, given the `fixed` domains? (see `satisfiable`)"""
+    fixed = fixed or {}
     for conj in conjunctions:
         domains: dict[str, Domain] = {}
         ok = True

@@ -33,6 +33,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from bot import answers as parse
+from bot import conditions
 from bot import rules as rulebook
 from bot.findings import Kind, Value
 from bot.flow import Flow, Item, Level, Node, Rule
@@ -79,6 +80,30 @@ class Engine:
     def __init__(self, flow: Flow, emergency_number: str = DEFAULT_EMERGENCY_NUMBER):
         self.flow = flow
         self.emergency_number = emergency_number
+        self._last: tuple[tuple[Answer, ...], dict] = ((), flow.vocabulary.absent_values())
+        self._asks: dict[tuple[str, int, str], Ask] = {}
+        self._by_id = {r.id: r for r in flow.rules}
+        self._order = {r.id: i for i, r in enumerate(flow.rules)}
+        self._readers: dict[str, set[str]] = {}  # finding -> ids of rules that read it
+        for rule in flow.rules:
+            for finding in conditions.findings_in(rule.when.expr):
+                self._readers.setdefault(finding, set()).add(rule.id)
+
+    def _values(self, answers: tuple[Answer, ...]) -> dict:
+        """Every finding's value for these answers (read-only; cached for the last answers).
+
+        One step looks at the same answers several times (rules, branches,
+        skipped questions); the cache is keyed by identity, so it is exact.
+        """
+        last_answers, values = self._last
+        if answers is not last_answers:
+            values = rulebook.values_of(self.flow, answers)
+            self._last = (answers, values)
+        return values
+
+    def _current(self, s: Session) -> tuple[Rule, ...]:
+        """The rules firing now (kept exact in `session.fired` after every answer)."""
+        return tuple(self._by_id[rid] for rid in s.fired)
 
     # ------------------------------------------------------------ entry points
 
@@ -175,10 +200,12 @@ class Engine:
                                            self._t("button_none", s))
         if isinstance(result, parse.Unsure):
             # go through the items one at a time; the list itself is a place to go back to
+            hidden = self._hidden(node, s)
             s = replace(s, marks=(*s.marks, Mark(node.id, -1, len(s.answers))),
-                        answers=s.answers + self._hidden(node, s),
-                        item=node.items.index(visible[0]))
-            out.append(self._ask(s, node))
+                        answers=s.answers + hidden, item=node.items.index(visible[0]))
+            s, stop = self._evaluate(s, out, [a.finding for a in hidden])
+            if not stop:
+                out.append(self._ask(s, node))
             return s
         if isinstance(result, parse.Got):
             ticked = set(result.value)  # type: ignore[arg-type]
@@ -192,7 +219,7 @@ class Engine:
 
     def _hidden(self, node: Node, s: Session) -> tuple[Answer, ...]:
         """`otherwise` values of checklist items that `ask_if` hides."""
-        values = rulebook.values_of(self.flow, s.answers)
+        values = self._values(s.answers)
         return tuple(Answer(node.id, f, v, "assumed") for i in node.items
                      if i.ask_if is not None and not i.ask_if.test(values)
                      for f, v in i.otherwise)
@@ -244,8 +271,7 @@ class Engine:
                   out: list[Reply]) -> Session:
         """RED-FLAGS.md 1.7: clarify once if 'yes' could mean an emergency."""
         present = item.value if item else True
-        values = rulebook.values_of(self.flow, s.answers)
-        values[finding] = present
+        values = rulebook.values_of(self.flow, (*s.answers, Answer(node.id, finding, present)))
         dangerous = any(r.level is Level.EMERGENCY for r in rulebook.fired(self.flow, values))
         if dangerous and not s.clarifying:
             s = replace(s, clarifying=True)
@@ -268,7 +294,7 @@ class Engine:
             answers=s.answers + tuple(Answer(node.id, f, v, how) for f, v, how in pairs),
             log=s.log + tuple(LogEntry("answer", node.id, f, v) for f, v, _ in pairs),
         )
-        s, stop = self._evaluate(s, out)
+        s, stop = self._evaluate(s, out, [f for f, _, _ in pairs])
         if stop:
             return s
         if s.item >= 0:
@@ -279,11 +305,22 @@ class Engine:
                 return s
         return self._enter(s, self._next(node, s), out)
 
-    def _evaluate(self, s: Session, out: list[Reply]) -> tuple[Session, bool]:
-        """Apply every rule; end at once on emergency; announce urgent once."""
-        values = rulebook.values_of(self.flow, s.answers)
-        fired = rulebook.fired(self.flow, values)
-        s = replace(s, fired=tuple(r.id for r in fired))
+    def _evaluate(self, s: Session, out: list[Reply], changed: list[str]) -> tuple[Session, bool]:
+        """Apply the rules; end at once on emergency; announce urgent once.
+
+        Only rules that read a `changed` finding can change their result, so
+        only those are tested again; the others keep their result in
+        `session.fired` (a property test checks it always equals a full
+        evaluation of every rule).
+        """
+        values = self._values(s.answers)
+        affected = set().union(*(self._readers.get(f, ()) for f in changed))
+        now = {rid for rid in s.fired if rid not in affected}
+        now.update(rid for rid in affected if self._by_id[rid].when.test(values))
+        ids = tuple(sorted(now, key=self._order.__getitem__))
+        if ids != s.fired:
+            s = replace(s, fired=ids)
+        fired = self._current(s)
         if any(r.level is Level.EMERGENCY for r in fired):
             return self._finish(s, None, fired, values, out), True
         urgent = [] if s.announced else [
@@ -298,28 +335,28 @@ class Engine:
     # ------------------------------------------------------------ moving
 
     def _next(self, node: Node, s: Session) -> str:
-        values = rulebook.values_of(self.flow, s.answers)
+        values = self._values(s.answers)
         for branch in node.next:
             if branch.when is None or branch.when.test(values):
                 return branch.goto
         return node.next[-1].goto  # the loader makes the last branch unconditional
 
     def _shows(self, item: Item, s: Session) -> bool:
-        return item.ask_if is None or item.ask_if.test(rulebook.values_of(self.flow, s.answers))
+        return item.ask_if is None or item.ask_if.test(self._values(s.answers))
 
     def _visible(self, node: Node, s: Session) -> list[Item]:
-        values = rulebook.values_of(self.flow, s.answers)
+        values = self._values(s.answers)
         return [i for i in node.items if i.ask_if is None or i.ask_if.test(values)]
 
     def _enter(self, s: Session, node_id: str, out: list[Reply]) -> Session:
         """Walk from `node_id` to the next question to ask, or to an outcome."""
         for _ in range(len(self.flow.nodes) * 2 + 2):
             node = self.flow.nodes[node_id]
-            values = rulebook.values_of(self.flow, s.answers)
+            values = self._values(s.answers)
             if node.type == "info":
                 out.append(Say(self._fill(node.text.get(s.language))))
             elif node.type == "outcome":
-                return self._finish(s, node, rulebook.fired(self.flow, values), values, out)
+                return self._finish(s, node, self._current(s), values, out)
             elif (node.ask_if is not None and not node.ask_if.test(values)) or \
                     (node.type == "checklist" and not self._visible(node, s)):
                 assumed = tuple(Answer(node.id, f, v, "assumed") for f, v in node.otherwise)
@@ -328,7 +365,7 @@ class Engine:
                                      for i in node.items for f, v in i.otherwise)
                 if assumed:
                     s = replace(s, answers=s.answers + assumed)
-                    s, stop = self._evaluate(s, out)
+                    s, stop = self._evaluate(s, out, [a.finding for a in assumed])
                     if stop:
                         return s
             else:
@@ -338,7 +375,7 @@ class Engine:
             node_id = self._next(node, s)
         # Only a flow whose branches loop at run time gets here; the safe
         # answer is to stop asking and give at least same-day advice.
-        values = rulebook.values_of(self.flow, s.answers)
+        values = self._values(s.answers)
         fired = rulebook.fired(self.flow, values)
         return self._finish(s, None, fired, values, out, floor=Level.URGENT)
 
@@ -380,7 +417,7 @@ class Engine:
     def _go_back(self, s: Session) -> Step:
         mark = s.marks[-1]
         answers = s.answers[: mark.answers_from]
-        values = rulebook.values_of(self.flow, answers)
+        values = self._values(answers)
         fired = tuple(r.id for r in rulebook.fired(self.flow, values))
         s = replace(
             s, status="active", level=None, node=mark.node, item=mark.item, clarifying=False,
@@ -407,6 +444,16 @@ class Engine:
         return self._ask(s, node, hint=hint)
 
     def _ask(self, s: Session, node: Node, hint: str = "") -> Ask:
+        """The question as a reply. Asks that do not depend on answers are built once."""
+        if node.type == "checklist" and s.item < 0:
+            return self._build_ask(s, node, hint)
+        key = (node.id, s.item, s.language)
+        ask = self._asks.get(key)
+        if ask is None:
+            ask = self._asks[key] = self._build_ask(s, node, "")
+        return replace(ask, hint=hint) if hint else ask
+
+    def _build_ask(self, s: Session, node: Node, hint: str) -> Ask:
         lang = s.language
         t = lambda key: self._t(key, s)  # noqa: E731
         yes_no = (Choice("yes", t("button_yes")), Choice("no", t("button_no")))

@@ -7,7 +7,7 @@ package (a test keeps the two identical).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from functools import cache
 from pathlib import Path
@@ -51,6 +51,10 @@ class Finding:
 class Vocabulary:
     version: int
     findings: dict[str, Finding]
+    _absent: dict[str, Value] = field(default_factory=dict, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._absent.update({f.id: f.absent for f in self.findings.values()})
 
     def __contains__(self, finding_id: object) -> bool:
         return finding_id in self.findings
@@ -59,7 +63,8 @@ class Vocabulary:
         return self.findings[finding_id]
 
     def absent_values(self) -> dict[str, Value]:
-        return {f.id: f.absent for f in self.findings.values()}
+        """A fresh dict of every finding's absent value (callers may change it)."""
+        return dict(self._absent)
 
 
 def parse_vocabulary(data: dict) -> Vocabulary:

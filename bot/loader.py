@@ -138,8 +138,10 @@ class _Builder:
             self.problem(path, exc.what, exc.fix)
         if errors:
             return None
+        # `expr` has terms expanded (for analysis); `test` reads each term's value,
+        # which `rules.values_of` computes once per set of answers.
         expanded = cond.expand(tree, self.scope.terms)
-        return Condition(value, expanded, cond.compile_expr(expanded))
+        return Condition(value, expanded, cond.compile_expr(tree))
 
     def value_for(self, finding: str, value: Any, path: YPath) -> tuple[bool, Value]:
         """Check that `value` fits `finding`'s type; return (ok, value as stored)."""

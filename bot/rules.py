@@ -16,16 +16,34 @@ from bot.session import Answer
 Values = dict[str, Value]
 
 
+TERMS = "\0terms"  # marks a dict whose derived terms are filled in
+
+
 def values_of(flow: Flow, answers: Iterable[Answer]) -> Values:
-    """Every finding's value: what was answered, else its absent value."""
+    """Every finding's value (what was answered, else its absent value) and every term's."""
     values = flow.vocabulary.absent_values()
     for a in answers:
         if a.finding in values:
             values[a.finding] = a.value
-    return values
+    return with_terms(flow, values)
+
+
+def with_terms(flow: Flow, values: Values) -> Values:
+    """Add the flow's derived terms (fever, back_pain, ...), each computed once.
+
+    Conditions read terms by name; the loader orders terms so that a term's
+    own terms come first.
+    """
+    out = dict(values)
+    for name, term in flow.terms.items():
+        out[name] = term.test(out)
+    out[TERMS] = True
+    return out
 
 
 def fired(flow: Flow, values: Values) -> tuple[Rule, ...]:
+    if TERMS not in values:
+        values = with_terms(flow, values)
     return tuple(rule for rule in flow.rules if rule.when.test(values))
 
 
@@ -37,10 +55,28 @@ def settled(flow: Flow, rule: Rule, answers: Iterable[Answer]) -> bool:
     exception's facts are known, and the bot must not announce a level it
     would later take back.
     """
+    if not any(isinstance(e, conditions.Not) for e in conditions.nodes(rule.when.expr)):
+        return True  # without NOT, more answers can only add to what makes it true
     voc = flow.vocabulary
-    fixed = {a.finding: conditions.exactly(a.value, voc[a.finding].kind)
-             for a in answers if a.finding in voc}
-    return not conditions.satisfiable(conditions.Not(rule.when.expr), voc, fixed)
+    key = id(rule.when)
+    if key not in _negations:
+        _negations[key] = (rule.when, conditions.dnf(conditions.Not(rule.when.expr), voc),
+                           frozenset(conditions.findings_in(rule.when.expr)), {})
+    _, unless, reads, known = _negations[key]
+    answered = {a.finding: a.value for a in answers if a.finding in reads}
+    seen = tuple(sorted(answered.items(), key=lambda kv: kv[0]))
+    if seen not in known:
+        fixed = {f: conditions.exactly(v, voc[f].kind) for f, v in answered.items()}
+        if len(known) > 4096:  # bounded: the answers that matter to one rule are few
+            known.clear()
+        known[seen] = unless is not None and not conditions.consistent(unless, voc, fixed)
+    return known[seen]
+
+
+# Per rule condition (kept alive beside it, so its id stays unique): NOT(rule) in
+# disjunctive normal form, the findings it reads, and the answers already judged.
+# Reused after every answer while an urgent rule with an exception waits.
+_negations: dict[int, tuple] = {}
 
 
 def highest(levels: Iterable[Level], floor: Level = Level.SELF_CARE) -> Level:
