@@ -289,12 +289,14 @@ class Engine:
     def _accept(self, s: Session, node: Node, pairs: list, out: list[Reply]) -> Session:
         """Record an accepted answer, evaluate every rule, then move on."""
         mark = Mark(node.id, s.item, len(s.answers))
+        before = self._values(s.answers)
+        changed = [f for f, v, _ in pairs if before.get(f, v) != v or f not in before]
         s = replace(
             s, clarifying=False, marks=(*s.marks, mark),
             answers=s.answers + tuple(Answer(node.id, f, v, how) for f, v, how in pairs),
             log=s.log + tuple(LogEntry("answer", node.id, f, v) for f, v, _ in pairs),
         )
-        s, stop = self._evaluate(s, out, [f for f, _, _ in pairs])
+        s, stop = self._evaluate(s, out, changed)
         if stop:
             return s
         if s.item >= 0:

@@ -63,6 +63,11 @@ def mermaid(flow: Flow) -> str:
             else:
                 out.append(f'    {node.id} -- "{_mermaid_text(branch.when.text)}" --> '
                            f"{branch.goto}")
+    stops = [n.id for n in flow.nodes.values() if Level.EMERGENCY in rules_at(flow, n)]
+    if stops:  # an emergency rule ends the interview wherever it fires
+        out.append('    EMERGENCY{{"emergency rule fired:<br/>stop, call the emergency number"}}')
+        out.extend(f"    {nid} -.-> EMERGENCY" for nid in stops)
+        out.append("    class EMERGENCY em")
     out.append("    classDef em stroke:#c00,stroke-width:3px")
     out.append("    classDef ur stroke:#e80,stroke-width:2px")
     out.append("    classDef outcome fill:#eef")
