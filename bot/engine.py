@@ -122,6 +122,12 @@ class Engine:
             step = self.start(s.language)
             fresh = replace(step.session, log=(*s.log, LogEntry("restart"), *step.session.log))
             return Step(fresh, (Say(self._t("restarted", s)), *step.replies))
+        if (s.flow_id, s.flow_version) != (self.flow.id, self.flow.version) or \
+                (s.node is not None and s.node not in self.flow.nodes):
+            # a session from another flow or an older version of this one: its
+            # questions may no longer exist, so start again rather than guess
+            step = self.start(s.language)
+            return Step(step.session, (Say(self._t("restarted", s)), *step.replies))
         if isinstance(inp, Back):
             return self._back(s)
         if s.confirming_back:

@@ -219,3 +219,33 @@ def test_the_engine_imports_no_io_clock_or_randomness():
                     [node.module or ""]
                 for n in names:
                     assert n.split(".")[0] not in FORBIDDEN, f"bot/{name}.py imports {n}"
+
+
+def test_a_session_from_an_older_flow_version_starts_again(engine):
+    step = play(engine, *ADULT)
+    old = step.session.to_dict() | {"flow_version": engine.flow.version - 1}
+    step = engine.handle(Session.from_dict(old), Typed("yes"))
+    assert step.session.flow_version == engine.flow.version and step.session.answers == ()
+    assert "Starting again" in step.replies[0].text and last_ask(step.replies).node == "age"
+
+
+def test_free_text_questions_keep_a_short_answer_that_rules_never_read(tmp_path):
+    from bot.loader import load_flow
+
+    from .conftest import ROOT
+
+    text = (ROOT / "tests" / "flows" / "minimal.yaml").read_text(encoding="utf-8")
+    text = text.replace("    next: done\n  done:", "    next: note\n  note:\n    type: text\n"
+                        "    key: note\n    max_length: 20\n"
+                        "    text: {en: \"Anything else you want to tell us:\"}\n"
+                        "    next: done\n  done:")
+    (tmp_path / "flow.yaml").write_text(text, encoding="utf-8")
+    engine = Engine(load_flow(tmp_path / "flow.yaml"))
+    step = play(engine, Pick("where", "lower"), Typed("no"), Typed("not measured"),
+                Typed("no"))
+    assert last_ask(step.replies).kind == "text"
+    step = play(engine, Typed("x" * 21), start=step)
+    assert "at most 20 characters" in last_ask(step.replies).hint
+    step = play(engine, Typed("  it itches "), start=step)
+    assert outcome(step.replies).level is Level.SELF_CARE
+    assert ("text:note", "it itches") in [(a.finding, a.value) for a in step.session.answers]
