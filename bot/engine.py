@@ -81,7 +81,7 @@ class Engine:
         self.flow = flow
         self.emergency_number = emergency_number
         self._last: tuple[tuple[Answer, ...], dict] = ((), flow.vocabulary.absent_values())
-        self._asks: dict[tuple[str, int, str], Ask] = {}
+        self._asks: dict[tuple, Ask] = {}  # bounded by the flow's questions and languages
         self._by_id = {r.id: r for r in flow.rules}
         self._order = {r.id: i for i, r in enumerate(flow.rules)}
         self._readers: dict[str, set[str]] = {}  # finding -> ids of rules that read it
@@ -120,7 +120,7 @@ class Engine:
             return self.start(inp.language or s.language)
         if isinstance(inp, Restart):
             step = self.start(s.language)
-            fresh = replace(step.session, log=(*s.log, LogEntry("restart"), *step.session.log))
+            fresh = step.session.evolve(log=(*s.log, LogEntry("restart"), *step.session.log))
             return Step(fresh, (Say(self._t("restarted", s)), *step.replies))
         if (s.flow_id, s.flow_version) != (self.flow.id, self.flow.version) or \
                 (s.node is not None and s.node not in self.flow.nodes):
@@ -207,7 +207,7 @@ class Engine:
         if isinstance(result, parse.Unsure):
             # go through the items one at a time; the list itself is a place to go back to
             hidden = self._hidden(node, s)
-            s = replace(s, marks=(*s.marks, Mark(node.id, -1, len(s.answers))),
+            s = s.evolve(marks=(*s.marks, Mark(node.id, -1, len(s.answers))),
                         answers=s.answers + hidden, item=node.items.index(visible[0]))
             s, stop = self._evaluate(s, out, [a.finding for a in hidden])
             if not stop:
@@ -280,7 +280,7 @@ class Engine:
         values = rulebook.values_of(self.flow, (*s.answers, Answer(node.id, finding, present)))
         dangerous = any(r.level is Level.EMERGENCY for r in rulebook.fired(self.flow, values))
         if dangerous and not s.clarifying:
-            s = replace(s, clarifying=True)
+            s = s.evolve(clarifying=True)
             explain = node.explain.get(s.language) if node.explain and not item else ""
             hint = " ".join(x for x in (self._t("clarify_not_sure", s), explain) if x)
             out.append(self._ask(s, node, hint=hint))
@@ -297,8 +297,8 @@ class Engine:
         mark = Mark(node.id, s.item, len(s.answers))
         before = self._values(s.answers)
         changed = [f for f, v, _ in pairs if before.get(f, v) != v or f not in before]
-        s = replace(
-            s, clarifying=False, marks=(*s.marks, mark),
+        s = s.evolve(
+            clarifying=False, marks=(*s.marks, mark),
             answers=s.answers + tuple(Answer(node.id, f, v, how) for f, v, how in pairs),
             log=s.log + tuple(LogEntry("answer", node.id, f, v) for f, v, _ in pairs),
         )
@@ -308,7 +308,7 @@ class Engine:
         if s.item >= 0:
             later = [k for k, i in enumerate(node.items) if k > s.item and self._shows(i, s)]
             if later:
-                s = replace(s, item=later[0])
+                s = s.evolve(item=later[0])
                 out.append(self._ask(s, node))
                 return s
         return self._enter(s, self._next(node, s), out)
@@ -327,7 +327,7 @@ class Engine:
         now.update(rid for rid in affected if self._by_id[rid].when.test(values))
         ids = tuple(sorted(now, key=self._order.__getitem__))
         if ids != s.fired:
-            s = replace(s, fired=ids)
+            s = s.evolve(fired=ids)
         fired = self._current(s)
         if any(r.level is Level.EMERGENCY for r in fired):
             return self._finish(s, None, fired, values, out), True
@@ -337,7 +337,7 @@ class Engine:
         if urgent:
             text = fill(self._t("raised_urgent", s), reason=urgent[0].says.get(s.language))
             out.append(Escalate(Level.URGENT, tuple(r.id for r in urgent), text))
-            s = replace(s, announced=tuple(r.id for r in urgent))
+            s = s.evolve(announced=tuple(r.id for r in urgent))
         return s, False
 
     # ------------------------------------------------------------ moving
@@ -372,12 +372,12 @@ class Engine:
                     assumed += tuple(Answer(node.id, f, v, "assumed")
                                      for i in node.items for f, v in i.otherwise)
                 if assumed:
-                    s = replace(s, answers=s.answers + assumed)
+                    s = s.evolve(answers=s.answers + assumed)
                     s, stop = self._evaluate(s, out, [a.finding for a in assumed])
                     if stop:
                         return s
             else:
-                s = replace(s, node=node.id, item=-1, clarifying=False)
+                s = s.evolve(node=node.id, item=-1, clarifying=False)
                 out.append(self._ask(s, node))
                 return s
             node_id = self._next(node, s)
@@ -396,7 +396,7 @@ class Engine:
                 replies.append(self._ask(s, self.flow.nodes[s.node]))
             return Step(s, tuple(replies))
         if s.announced or s.level == Level.EMERGENCY.id:
-            s = replace(s, confirming_back=True)
+            s = s.evolve(confirming_back=True)
             return Step(s, (self._confirm_ask(s),))
         return self._go_back(s)
 
@@ -414,9 +414,9 @@ class Engine:
         if not isinstance(result, parse.Got):
             ask = replace(self._confirm_ask(s), hint=self._t("reask_yes_no", s))
             return Step(s, (ask,))
-        s = replace(s, confirming_back=False)
+        s = s.evolve(confirming_back=False)
         if result.value:
-            s = replace(s, log=(*s.log, LogEntry("back_confirmed")))
+            s = s.evolve(log=(*s.log, LogEntry("back_confirmed")))
             return self._go_back(s)
         if s.status == "done" or s.node is None:
             return Step(s, (Say(self._t("finished", s)),))
@@ -427,8 +427,8 @@ class Engine:
         answers = s.answers[: mark.answers_from]
         values = self._values(answers)
         fired = tuple(r.id for r in rulebook.fired(self.flow, values))
-        s = replace(
-            s, status="active", level=None, node=mark.node, item=mark.item, clarifying=False,
+        s = s.evolve(
+            status="active", level=None, node=mark.node, item=mark.item, clarifying=False,
             answers=answers, marks=s.marks[:-1], fired=fired,
             announced=tuple(r for r in s.announced if r in fired),
             log=(*s.log, LogEntry("back", mark.node)),
@@ -453,9 +453,9 @@ class Engine:
 
     def _ask(self, s: Session, node: Node, hint: str = "") -> Ask:
         """The question as a reply. Asks that do not depend on answers are built once."""
-        if node.type == "checklist" and s.item < 0:
-            return self._build_ask(s, node, hint)
-        key = (node.id, s.item, s.language)
+        key: tuple = (node.id, s.item, s.language)
+        if node.type == "checklist" and s.item < 0:  # which items show depends on answers
+            key += tuple(i.id for i in self._visible(node, s))
         ask = self._asks.get(key)
         if ask is None:
             ask = self._asks[key] = self._build_ask(s, node, "")
@@ -490,7 +490,7 @@ class Engine:
         level = rulebook.highest((r.level for r in fired),
                                  max(floor, node.level if node and node.level else floor))
         out.append(self._outcome(s, level, node, fired, values))
-        return replace(s, status="done", node=None, item=-1, level=level.id,
+        return s.evolve(status="done", node=None, item=-1, level=level.id,
                        fired=tuple(r.id for r in fired))
 
     def _outcome(self, s: Session, level: Level, node: Node | None, fired: tuple[Rule, ...],

@@ -25,20 +25,20 @@ def values_of(flow: Flow, answers: Iterable[Answer]) -> Values:
     for a in answers:
         if a.finding in values:
             values[a.finding] = a.value
-    return with_terms(flow, values)
+    return _add_terms(flow, values)
 
 
 def with_terms(flow: Flow, values: Values) -> Values:
-    """Add the flow's derived terms (fever, back_pain, ...), each computed once.
+    """A copy of `values` with the flow's derived terms (fever, back_pain, ...) added."""
+    return _add_terms(flow, dict(values))
 
-    Conditions read terms by name; the loader orders terms so that a term's
-    own terms come first.
-    """
-    out = dict(values)
+
+def _add_terms(flow: Flow, values: Values) -> Values:
+    # each term computed once; the loader orders terms so that a term's own terms come first
     for name, term in flow.terms.items():
-        out[name] = term.test(out)
-    out[TERMS] = True
-    return out
+        values[name] = term.test(values)
+    values[TERMS] = True
+    return values
 
 
 def fired(flow: Flow, values: Values) -> tuple[Rule, ...]:

@@ -8,7 +8,7 @@ only the Telegram adapter knows HTML and only `chat` knows ANSI.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from bot.findings import Value
@@ -69,6 +69,15 @@ class Session:
     level: str | None = None  # the final level, once done
     log: tuple[LogEntry, ...] = ()
 
+    def evolve(self, **changes: Any) -> Session:
+        """A copy with some fields changed (dataclasses.replace, without its overhead:
+        the engine makes a few per answer)."""
+        new = object.__new__(Session)
+        for name in _SESSION_FIELDS:
+            object.__setattr__(new, name, changes[name] if name in changes else
+                               getattr(self, name))
+        return new
+
     @property
     def questions_asked(self) -> int:
         return len(self.marks)
@@ -86,6 +95,8 @@ class Session:
         data["announced"] = tuple(data.get("announced", ()))
         return cls(**data)
 
+
+_SESSION_FIELDS = tuple(f.name for f in fields(Session))
 
 # ---------------------------------------------------------------- inputs
 
