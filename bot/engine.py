@@ -197,9 +197,9 @@ class Engine:
             ids = {i.id for i in visible}
             result = parse.Got(inp.options) if set(inp.options) <= ids else \
                 parse.Invalid("that list has changed")
-        elif isinstance(inp, Pick):
+        elif isinstance(inp, Pick):  # items are ticked on the client and sent as PickMany
             result = {NONE: parse.Got(()), UNSURE: parse.Unsure()}.get(
-                inp.option, parse.Got((inp.option,)))
+                inp.option, parse.Invalid(""))
         else:
             labels = {i.id: [t for _, t in i.label.by_lang] for i in visible}
             result = parse.parse_checklist(_text(inp), labels, s.language,
@@ -302,6 +302,7 @@ class Engine:
             answers=s.answers + tuple(Answer(node.id, f, v, how) for f, v, how in pairs),
             log=s.log + tuple(LogEntry("answer", node.id, f, v) for f, v, _ in pairs),
         )
+        said = len(out)
         s, stop = self._evaluate(s, out, changed)
         if stop:
             return s
@@ -311,7 +312,10 @@ class Engine:
                 s = s.evolve(item=later[0])
                 out.append(self._ask(s, node))
                 return s
-        return self._enter(s, self._next(node, s), out)
+        s = self._enter(s, self._next(node, s), out)
+        if s.status == "done":  # the outcome says it all; no "a few more questions" notice
+            out[said:] = [r for r in out[said:] if not isinstance(r, Escalate)]
+        return s
 
     def _evaluate(self, s: Session, out: list[Reply], changed: list[str]) -> tuple[Session, bool]:
         """Apply the rules; end at once on emergency; announce urgent once.
@@ -395,7 +399,7 @@ class Engine:
             if s.node:
                 replies.append(self._ask(s, self.flow.nodes[s.node]))
             return Step(s, tuple(replies))
-        if s.announced or s.level == Level.EMERGENCY.id:
+        if s.announced or s.level in (Level.EMERGENCY.id, Level.URGENT.id):
             s = s.evolve(confirming_back=True)
             return Step(s, (self._confirm_ask(s),))
         return self._go_back(s)

@@ -249,3 +249,14 @@ def test_free_text_questions_keep_a_short_answer_that_rules_never_read(tmp_path)
     step = play(engine, Typed("  it itches "), start=step)
     assert outcome(step.replies).level is Level.SELF_CARE
     assert ("text:note", "it itches") in [(a.finding, a.value) for a in step.session.answers]
+
+
+def test_going_back_after_an_urgent_outcome_needs_confirmation(engine):
+    step = play(engine, Typed("30"), Pick("sex", "male"), Pick("where", "lower"),
+                PickMany("danger", ()), Typed("38.2"), PickMany("legs", ()),
+                Pick("severity", "moderate"), Typed("3 days"), PickMany("details", ()),
+                PickMany("unwell", ()), PickMany("background", ()))
+    assert step.session.level == "urgent"
+    assert not any(isinstance(r, Escalate) for r in step.replies), "the outcome says it"
+    step = play(engine, Back(), start=step)
+    assert last_ask(step.replies).kind == "confirm"
