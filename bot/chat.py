@@ -73,7 +73,7 @@ class Terminal:
         self.write(ask.text)
         if ask.multi:
             for n, option in enumerate(ask.options, 1):
-                self.write(f"{n:>3}) {option.label}", indent="")
+                self.option(n, option.label)
             self.write("Type the numbers of all that apply (e.g. 1, 3), 0 for none of these, "
                        "or ? if you are not sure.", indent="  ")
         elif ask.kind == "number":
@@ -82,7 +82,10 @@ class Terminal:
                 self.write(f"(Type the answer, or {extra}.)", indent="  ")
         else:
             for n, option in enumerate((*ask.options, *ask.extra), 1):
-                self.write(f"{n:>3}) {option.label}")
+                self.option(n, option.label)
+
+    def option(self, n: int, label: str) -> None:
+        print(textwrap.fill(f"{n:>3}) {label}", WIDTH, subsequent_indent="     "), file=self.out)
 
     def outcome(self, o: Outcome) -> None:
         self.write()

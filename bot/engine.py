@@ -204,11 +204,11 @@ class Engine:
             labels = {i.id: [t for _, t in i.label.by_lang] for i in visible}
             result = parse.parse_checklist(_text(inp), labels, s.language,
                                            self._t("button_none", s))
-        if isinstance(result, parse.Unsure):
+        if isinstance(result, parse.Unsure) and visible:
             # go through the items one at a time; the list itself is a place to go back to
             hidden = self._hidden(node, s)
             s = s.evolve(marks=(*s.marks, Mark(node.id, -1, len(s.answers))),
-                        answers=s.answers + hidden, item=node.items.index(visible[0]))
+                         answers=s.answers + hidden, item=node.items.index(visible[0]))
             s, stop = self._evaluate(s, out, [a.finding for a in hidden])
             if not stop:
                 out.append(self._ask(s, node))
