@@ -151,14 +151,7 @@ class Engine:
         lang = s.language
         result: parse.Parsed
         if node.type == "yes_no":
-            if isinstance(inp, Pick):
-                result = {"yes": parse.Got(True), "no": parse.Got(False)}.get(
-                    inp.option, parse.Unsure() if inp.option == UNSURE else
-                    parse.Invalid("use the buttons"))
-            else:
-                labels = {self._t("button_yes", s): "yes", self._t("button_no", s): "no",
-                          self._t("button_not_sure", s): "unsure"}
-                result = parse.parse_yes_no(_text(inp), lang, labels)
+            result = self._yes_no(s, inp)
             if isinstance(result, parse.Unsure):
                 return self._not_sure(s, node, node.asks[0], None, out)
             if isinstance(result, parse.Got):
@@ -189,6 +182,15 @@ class Engine:
             result = parse.Invalid(f"at most {node.max_length} characters" if text else "")
         out.append(self._reask(s, node, result))
         return s
+
+    def _yes_no(self, s: Session, inp: Input) -> parse.Parsed:
+        """A yes/no/not sure answer from a button, or typed in any of its forms."""
+        if isinstance(inp, Pick):
+            return {"yes": parse.Got(True), "no": parse.Got(False),
+                    UNSURE: parse.Unsure()}.get(inp.option, parse.Invalid(""))
+        labels = {self._t("button_yes", s): "yes", self._t("button_no", s): "no",
+                  self._t("button_not_sure", s): "unsure"}
+        return parse.parse_yes_no(_text(inp), s.language, labels)
 
     def _answer_checklist(self, s: Session, node: Node, inp: Input, out: list[Reply]) -> Session:
         visible = self._visible(node, s)
@@ -244,13 +246,7 @@ class Engine:
 
     def _answer_item(self, s: Session, node: Node, inp: Input, out: list[Reply]) -> Session:
         item = node.items[s.item]
-        if isinstance(inp, Pick):
-            result = {"yes": parse.Got(True), "no": parse.Got(False),
-                      UNSURE: parse.Unsure()}.get(inp.option, parse.Invalid(""))
-        else:
-            labels = {self._t("button_yes", s): "yes", self._t("button_no", s): "no",
-                      self._t("button_not_sure", s): "unsure"}
-            result = parse.parse_yes_no(_text(inp), s.language, labels)
+        result = self._yes_no(s, inp)
         if isinstance(result, parse.Unsure):
             return self._not_sure(s, node, item.finding, item, out)
         if isinstance(result, parse.Got):
