@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections import deque
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from bot import checks
 from bot import conditions as cond
 from bot.errors import FlowError, Problem
 from bot.findings import Kind, Value, Vocabulary, bundled_vocabulary
@@ -233,9 +233,12 @@ class _Builder:
                 self.problem(("labels",), f"no label for asked finding '{finding}'",
                              f"add `{finding}: {{en: \"...\"}}` under labels (used in "
                              "'because you told me')")
+        found = []
         if nodes and start in nodes and not self.dangling:  # else every later node looks lost
-            self.graph(nodes, start)
-        self.dead_conditions(rules, nodes, asked)
+            found += checks.graph(nodes, start)
+        found += checks.dead_conditions(self.voc, rules, nodes, asked)
+        for path, what, fix in found:
+            self.problem(path, what, fix)
         if self.problems:
             return None
         return Flow(
@@ -621,83 +624,8 @@ class _Builder:
             self.problem(path, f"'{nid}:{oid}' is {size} bytes; Telegram's callback data leaves "
                          f"{CALLBACK_BUDGET}", "shorten the node or option id")
 
-    # ---- whole-flow checks --------------------------------------------------
-
-    def graph(self, nodes: dict[str, Node], start: str) -> None:
-        reachable = _reach(start, lambda n: nodes[n].targets() if n in nodes else ())
-        for nid in nodes:
-            if nid not in reachable:
-                self.problem(("nodes", nid), f"node '{nid}' can never be reached",
-                             f"point a `next` at it, or remove it (start is '{start}')")
-        preds: dict[str, list[str]] = {n: [] for n in nodes}
-        for node in nodes.values():
-            for t in node.targets():
-                if t in preds:
-                    preds[t].append(node.id)
-        outcomes = [n for n, node in nodes.items() if node.type == "outcome"]
-        if not outcomes:
-            self.problem(("nodes",), "the flow has no outcome node",
-                         "add a node with `type: outcome`")
-            return
-        finishing = set()
-        for o in outcomes:
-            finishing |= _reach(o, lambda n: preds.get(n, ()))
-        for nid in nodes:
-            if nid in reachable and nid not in finishing:
-                cyclic = nid in _reach_strict(nid, lambda n: nodes[n].targets()
-                                              if n in nodes else ())
-                what = "is on a loop with no way out" if cyclic else "leads to no outcome"
-                self.problem(("nodes", nid), f"node '{nid}' {what}",
-                             "give it a `next` that ends at an outcome node")
-
-    def dead_conditions(self, rules: tuple[Rule, ...], nodes: dict[str, Node],
-                        asked: set[str]) -> None:
-        """Rules or branches that no answer to this flow's questions can make true."""
-        fixed = {f.id: cond.exactly(f.absent, f.kind)
-                 for f in self.voc.findings.values() if f.id not in asked}
-        for i, rule in enumerate(rules):
-            if not cond.satisfiable(rule.when.expr, self.voc, fixed):
-                missing = sorted(cond.findings_in(rule.when.expr) - asked)
-                why = f"; no question asks {', '.join(missing)}" if missing else ""
-                self.problem(("rules", i, "when"), f"rule '{rule.id}' can never fire{why}",
-                             "ask the findings it needs, or fix the condition")
-        for node in nodes.values():
-            conds = [(("nodes", node.id, "next", i, "if"), b.when)
-                     for i, b in enumerate(node.next) if b.when]
-            if node.ask_if:
-                conds.append((("nodes", node.id, "ask_if"), node.ask_if))
-            conds += [(("nodes", node.id, "items", i, "ask_if"), item.ask_if)
-                      for i, item in enumerate(node.items) if item.ask_if]
-            for path, c in conds:
-                if not cond.satisfiable(c.expr, self.voc, fixed):
-                    self.problem(path, f"condition `{c.text}` can never be true",
-                                 "check the values and that the findings are asked")
-
-
 def _reads_as_question(text: Text) -> bool:
     return all(s.rstrip().endswith(("?", ":", "?)", ":)")) for _, s in text.by_lang)
-
-
-def _reach(start: str, edges) -> set[str]:
-    seen, todo = {start}, deque([start])
-    while todo:
-        for nxt in edges(todo.popleft()):
-            if nxt not in seen:
-                seen.add(nxt)
-                todo.append(nxt)
-    return seen
-
-
-def _reach_strict(start: str, edges) -> set[str]:
-    """Nodes reachable in one or more steps (so `start` is in it only on a cycle)."""
-    seen: set[str] = set()
-    todo = deque(edges(start))
-    while todo:
-        n = todo.popleft()
-        if n not in seen:
-            seen.add(n)
-            todo.extend(edges(n))
-    return seen
 
 
 # ---------------------------------------------------------------- entry points
