@@ -7,6 +7,7 @@ here re-checks. Every user-facing string is a `Text` (a language map with
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Literal
@@ -151,13 +152,13 @@ class Flow:
     languages: tuple[str, ...]
     start: str
     vocabulary: Vocabulary
-    terms: dict[str, Condition]
+    terms: Mapping[str, Condition]
     rules: tuple[Rule, ...]
-    nodes: dict[str, Node]
-    links: dict[str, Link]
-    labels: dict[str, Text]
-    levels: dict[Level, LevelText]
-    texts: dict[str, Text]
+    nodes: Mapping[str, Node]
+    links: Mapping[str, Link]
+    labels: Mapping[str, Text]
+    levels: Mapping[Level, LevelText]
+    texts: Mapping[str, Text]
 
     def text(self, key: str, lang: str) -> str:
         return self.texts[key].get(lang)

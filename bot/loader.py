@@ -13,6 +13,7 @@ import difflib
 import re
 from collections.abc import Iterable
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 from bot import checks
@@ -241,10 +242,12 @@ class _Builder:
             self.problem(path, what, fix)
         if self.problems:
             return None
+        frozen = MappingProxyType  # read-only views: a loaded flow never changes
         return Flow(
             id=flow_id, version=version, file=self.src.file, title=title,
-            languages=self.languages, start=start, vocabulary=self.voc, terms=terms,
-            rules=rules, nodes=nodes, links=links, labels=labels, levels=levels, texts=texts,
+            languages=self.languages, start=start, vocabulary=self.voc, terms=frozen(terms),
+            rules=rules, nodes=frozen(nodes), links=frozen(links), labels=frozen(labels),
+            levels=frozen(levels), texts=frozen(texts),
         )
 
     def terms(self, data: dict) -> dict[str, Condition]:

@@ -260,3 +260,18 @@ def test_going_back_after_an_urgent_outcome_needs_confirmation(engine):
     assert not any(isinstance(r, Escalate) for r in step.replies), "the outcome says it"
     step = play(engine, Back(), start=step)
     assert last_ask(step.replies).kind == "confirm"
+
+
+def test_not_sure_about_a_question_that_is_an_emergency_only_with_fever(engine):
+    """1.7 judged on the answers so far: no urine all day is an emergency with fever."""
+    feverish = (Typed("40"), Pick("sex", "female"), Pick("where", "none"),
+                PickMany("danger", ()), Typed("38.4"), PickMany("legs", ()), Typed("2 days"),
+                PickMany("details", ()), PickMany("unwell", ("no_urine_12_hours",)))
+    step = play(engine, *feverish)
+    assert last_ask(step.replies).node == "no_urine_day"
+    step = play(engine, Typed("not sure"), start=step)
+    ask = last_ask(step.replies)
+    assert ask.node == "no_urine_day" and "kidneys are struggling" in ask.hint
+    step = play(engine, Typed("dunno"), start=step)
+    assert outcome(step.replies).level is Level.EMERGENCY
+    assert "em-sepsis-no-urine" in step.session.fired
