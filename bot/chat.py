@@ -55,7 +55,8 @@ class Terminal:
                 self.write(reply.text)
                 self.write()
             elif isinstance(reply, Escalate):
-                self.write(self.badge(reply.level, "!") + " " + reply.text)
+                print(self.badge(reply.level, "!"), file=self.out, end=" ")
+                self.write(reply.text)
                 self.write()
             elif isinstance(reply, Ask):
                 self.ask(reply)
@@ -89,7 +90,7 @@ class Terminal:
 
     def outcome(self, o: Outcome) -> None:
         self.write()
-        self.write(self.badge(o.level, o.title.upper()))
+        print(self.badge(o.level, o.title.upper()), file=self.out)  # not wrapped: colour codes
         self.write()
         self.write(o.action)
         if o.reasons:
