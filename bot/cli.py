@@ -120,14 +120,28 @@ def _print_table(results, summary) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    import asyncio
+    import logging
+
+    from bot.conversation import Conversations
+    from bot.store.sqlite import SqliteStore
+    from bot.telegram.app import TelegramBot, run
+
     settings = from_env()
-    flows = _load([settings.flows])  # refuse to start on a broken flow
+    flow = _pick(_load([settings.flows]), None)  # refuse to start on a broken flow
     if not settings.token:
         raise SettingsError("TELEGRAM_BOT_TOKEN is not set: get a token from @BotFather and "
                             "export it, or try the interview in the terminal with "
                             "`triagebot chat`")
-    raise SettingsError(f"loaded {len(flows)} flow(s); the Telegram adapter is not part of "
-                        "this version yet: use `triagebot chat` meanwhile")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: "
+                        "%(message)s")
+    for noisy in ("httpx", "httpcore", "telegram", "aiohttp.access"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)  # URLs carry the token
+    conversations = Conversations(Engine(flow, settings.emergency_number),
+                                  retention_days=settings.retention_days)
+    bot = TelegramBot(settings, conversations, SqliteStore(settings.db))
+    asyncio.run(run(bot))
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:

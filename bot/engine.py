@@ -145,6 +145,14 @@ class Engine:
             s = self._answer_question(s, node, inp, replies)
         return Step(s, tuple(replies))
 
+    def current(self, s: Session) -> Ask | None:
+        """The question the session waits on, as it was asked (None when done)."""
+        if s.confirming_back:
+            return self._confirm_ask(s)
+        if s.status == "done" or s.node is None or s.node not in self.flow.nodes:
+            return None
+        return self._ask(s, self.flow.nodes[s.node])
+
     # ------------------------------------------------------------ answering
 
     def _answer_question(self, s: Session, node: Node, inp: Input, out: list[Reply]) -> Session:

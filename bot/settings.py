@@ -21,7 +21,7 @@ MODES = ("polling", "webhook")
 ENV_VARS = (
     "TELEGRAM_BOT_TOKEN", "TRIAGEBOT_API_URL", "TRIAGEBOT_DB", "TRIAGEBOT_MODE",
     "TRIAGEBOT_WEBHOOK_URL", "TRIAGEBOT_WEBHOOK_SECRET", "TRIAGEBOT_LISTEN", "TRIAGEBOT_FLOWS",
-    "TRIAGEBOT_EMERGENCY_NUMBER",
+    "TRIAGEBOT_EMERGENCY_NUMBER", "TRIAGEBOT_RETENTION_DAYS",
 )
 
 
@@ -37,6 +37,7 @@ class Settings:
     listen_port: int
     flows: Path
     emergency_number: str
+    retention_days: float = 30.0
 
     def __repr__(self) -> str:  # the token and secret never reach a log
         return (f"Settings(mode={self.mode!r}, api_url={self.api_url!r}, db={str(self.db)!r}, "
@@ -52,7 +53,7 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         raise SettingsError(f"TRIAGEBOT_MODE={mode!r} is not a mode: use polling or webhook")
     listen = env.get("TRIAGEBOT_LISTEN", DEFAULT_LISTEN)
     host, _, port = listen.rpartition(":")
-    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+    if not host or not port.isdigit() or not 0 <= int(port) < 65536:
         raise SettingsError(f"TRIAGEBOT_LISTEN={listen!r} must be host:port, e.g. 0.0.0.0:8080")
     number = env.get("TRIAGEBOT_EMERGENCY_NUMBER", "112").strip()
     if not re.fullmatch(r"[0-9]{2,6}", number):
@@ -62,6 +63,14 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
     if not flows.exists():
         raise SettingsError(f"TRIAGEBOT_FLOWS={str(flows)!r} does not exist: point it at the "
                             "folder of flow YAML files")
+    retention = env.get("TRIAGEBOT_RETENTION_DAYS", "30")
+    try:
+        retention_days = float(retention)
+        if not 0 < retention_days <= 3650:
+            raise ValueError
+    except ValueError:
+        raise SettingsError(f"TRIAGEBOT_RETENTION_DAYS={retention!r} must be a number of days "
+                            "between 1 and 3650") from None
     webhook_url = env.get("TRIAGEBOT_WEBHOOK_URL") or None
     if mode == "webhook" and not (webhook_url or "").startswith("https://"):
         raise SettingsError("webhook mode needs TRIAGEBOT_WEBHOOK_URL, the public https:// "
@@ -77,4 +86,5 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         listen_port=int(port),
         flows=flows,
         emergency_number=number,
+        retention_days=retention_days,
     )

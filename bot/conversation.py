@@ -1,0 +1,230 @@
+"""The one use case that joins the edges: load -> engine -> commit -> replies to send.
+
+`decide` is pure: given a conversation and what the person did, it returns
+the new conversation, the answer-log entries and the Bot API calls to make.
+`Conversations.handle` runs it inside one store transaction with the update
+id, so the new state and the calls are committed before anything is sent.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+from bot.engine import Engine
+from bot.session import (
+    Ask,
+    Back,
+    Input,
+    LogEntry,
+    Outcome,
+    Pick,
+    PickMany,
+    Restart,
+    Session,
+    Start,
+    Typed,
+)
+from bot.store import Conversation
+from bot.telegram import render
+from bot.telegram.render import Button, Call
+
+
+@dataclass(frozen=True, slots=True)
+class BotTexts:
+    """What the bot itself says, outside any flow (English; see issue on languages)."""
+
+    help: str = (
+        "I ask a few short questions about back pain and fever and tell you how soon to "
+        "get help, and why. I am not a doctor.\n\n"
+        "/start – begin a new check\n/back – change your last answer\n"
+        "/restart – start again\n/privacy – what I keep about you\n"
+        "/forget – erase everything I keep about you\n/help – this message\n\n"
+        "If someone is seriously ill or injured right now, call {emergency_number}.")
+    privacy: str = (
+        "I keep your answers to this check, and the advice I gave, so the conversation "
+        "survives a restart of the bot. I keep them for {retention} days after your last "
+        "message, then delete them. Nobody else can read them through this bot. "
+        "Send /forget to erase everything now.")
+    forget_confirm: str = "Erase everything I keep about you? This cannot be undone."
+    forget_yes: str = "Yes, erase it"
+    forget_no: str = "No, keep it"
+    forgotten: str = "Done: I have erased everything I kept about you. Send /start to begin again."
+    kept: str = "OK, nothing was erased."
+    stale: str = "That button belongs to an earlier check. Here is where we are now:"
+    not_text: str = ("I can only read typed answers and button presses, not stickers, photos, "
+                     "voice or files. Please answer the question:")
+    too_long: str = "That is longer than I can read. Please answer in a few words."
+    edited: str = ("I only read new messages, so your edit did not change anything. "
+                   "If an answer was wrong, send /back.")
+    finished: str = "This check is finished. Send /start or /restart to begin a new one."
+    private_only: str = ("For your privacy I only run checks in a private chat. "
+                         "Please open a private chat with me and send /start.")
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """What the person did, already taken out of the Telegram update."""
+
+    kind: str  # command | text | button | other | edited
+    command: str = ""
+    payload: str = ""
+    text: str = ""
+    button: Button | None = None
+    message_id: int | None = None  # the message a button was on
+    message_text: str = ""  # that message's text, to show the answer under it
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    conversation: Conversation
+    log: tuple[LogEntry, ...]
+    calls: list[Call]
+    forget: bool = False
+    toast: str = ""  # the short notice for answerCallbackQuery
+
+
+MAX_TYPED = 1000
+
+
+@dataclass
+class Conversations:
+    engine: Engine
+    texts: BotTexts = field(default_factory=BotTexts)
+    retention_days: float = 30
+    headings: dict[str, str] = field(init=False)
+
+    def __post_init__(self) -> None:
+        flow = self.engine.flow
+        self.headings = {k: flow.text(k, "en") for k in ("why", "because", "links")}
+
+    def say(self, text: str) -> str:
+        return text.replace("{emergency_number}", self.engine.emergency_number).replace(
+            "{retention}", f"{self.retention_days:g}")
+
+    # ------------------------------------------------------------------ decide
+
+    def decide(self, conv: Conversation, event: Event) -> Decision:
+        chat = conv.key.chat_id
+        session = conv.session
+        if event.kind == "command":
+            return self._command(conv, event)
+        if event.kind == "group":
+            return Decision(conv, (), render.send(chat, render.esc(self.texts.private_only)))
+        if event.kind == "edited":
+            return Decision(conv, (), render.send(chat, render.esc(self.say(self.texts.edited))))
+        if session is None:  # anything before /start begins the check
+            return self._run(conv, Start(), new_interview=True)
+        if event.kind == "button":
+            return self._button(conv, event)
+        if event.kind == "other" or (event.kind == "text" and len(event.text) > MAX_TYPED):
+            notice = self.texts.not_text if event.kind == "other" else self.texts.too_long
+            return self._remind(conv, notice)
+        return self._run(conv, Typed(event.text))
+
+    def _command(self, conv: Conversation, event: Event) -> Decision:
+        chat, name = conv.key.chat_id, event.command
+        if name == "start":
+            return self._run(conv, Start(), new_interview=True)
+        if name == "restart":
+            return self._run(conv, Restart(), new_interview=True)
+        if name == "back" and conv.session is not None:
+            return self._run(conv, Back())
+        if name == "privacy":
+            return Decision(conv, (), render.send(chat, render.esc(self.say(self.texts.privacy))))
+        if name == "forget":
+            markup = render.keyboard([[
+                (self.texts.forget_yes, render.encode(conv.interview, "_", -1, "forget_yes")),
+                (self.texts.forget_no, render.encode(conv.interview, "_", -1, "forget_no"))]])
+            return Decision(conv, (), render.send(chat, render.esc(self.texts.forget_confirm),
+                                                  markup))
+        return Decision(conv, (), render.send(chat, render.esc(self.say(self.texts.help))))
+
+    def _button(self, conv: Conversation, event: Event) -> Decision:
+        button, session = event.button, conv.session
+        assert button is not None and session is not None
+        chat = conv.key.chat_id
+        if button.node == "_" and button.option in ("forget_yes", "forget_no"):
+            calls = [render.drop_keyboard(chat, event.message_id)] if event.message_id else []
+            if button.option == "forget_yes":
+                return Decision(conv, (), calls, forget=True)
+            return Decision(conv, (), calls + render.send(chat, render.esc(self.texts.kept)))
+        if button.interview != conv.interview:
+            calls = [render.drop_keyboard(chat, event.message_id)] if event.message_id else []
+            decision = self._remind(conv, self.texts.stale)
+            return replace(decision, calls=calls + decision.calls, toast=self.texts.stale)
+        if button.node == "_":
+            inp: Input = Back() if button.option == "back" else Restart()
+            return self._run(conv, inp, new_interview=button.option == "restart")
+        ask = self.engine.current(session)
+        if ask is not None and button.option.startswith("t.") and ask.multi and \
+                (button.node, button.item) == (ask.node, ask.item):
+            item = button.option[2:]
+            draft = tuple(i for i in conv.draft if i != item) if item in conv.draft else \
+                (*conv.draft, item)
+            conv = replace(conv, draft=tuple(i for i in (c.id for c in ask.options) if i in draft))
+            markup = render.question_markup(ask, conv.interview, conv.draft)
+            calls: list[Call] = []
+            if event.message_id:
+                calls.append(("editMessageReplyMarkup", {
+                    "chat_id": chat, "message_id": event.message_id, "reply_markup": markup}))
+            return Decision(conv, (), calls)
+        if button.option == "=done":
+            inp = PickMany(button.node, conv.draft)
+        else:
+            inp = Pick(button.node, button.option, button.item)
+        return self._run(conv, inp, pressed=event, shown=ask)
+
+    def _remind(self, conv: Conversation, notice: str) -> Decision:
+        """A notice, then the current question again (or that the check is finished)."""
+        assert conv.session is not None
+        chat = conv.key.chat_id
+        ask = self.engine.current(conv.session)
+        if ask is None:
+            return Decision(conv, (), render.send(chat, render.esc(self.texts.finished)))
+        calls = render.send(chat, render.esc(notice))
+        calls += render.replies(chat, conv.interview, (ask,), self.headings, conv.draft)
+        if conv.question_message:
+            calls.insert(0, render.drop_keyboard(chat, conv.question_message))
+        return Decision(conv, (), calls)
+
+    def _run(self, conv: Conversation, inp: Input, new_interview: bool = False,
+             pressed: Event | None = None, shown: Ask | None = None) -> Decision:
+        """Feed the engine; turn its replies into calls; keep the chat a readable record."""
+        chat = conv.key.chat_id
+        old: Session | None = conv.session
+        if old is None or isinstance(inp, Start):
+            step = self.engine.start()
+        else:
+            step = self.engine.handle(old, inp)
+        new = step.session
+        interview = conv.interview + 1 if new_interview else conv.interview
+        moved = any(isinstance(r, Ask | Outcome) for r in step.replies)
+        calls: list[Call] = []
+        if moved and conv.question_message:
+            if pressed and pressed.message_id == conv.question_message and shown is not None \
+                    and _accepted(old, new):
+                calls.append(render.answered(chat, conv.question_message, pressed.message_text,
+                                             _label(shown, pressed.button, conv.draft)))
+            else:
+                calls.append(render.drop_keyboard(chat, conv.question_message))
+        draft = () if moved else conv.draft
+        calls += render.replies(chat, interview, step.replies, self.headings, draft)
+        log = new.log[len(old.log):] if old and new.log[:len(old.log)] == old.log else new.log
+        conv = replace(conv, session=new, interview=interview, draft=draft,
+                       question_message=None if moved else conv.question_message)
+        return Decision(conv, log, calls)
+
+
+def _accepted(old: Session | None, new: Session) -> bool:
+    return old is not None and (len(new.marks) > len(old.marks) or
+                                (new.status == "done" and old.status != "done"))
+
+
+def _label(ask: Ask, button: Button | None, ticked: tuple[str, ...]) -> str:
+    if button is None:
+        return ""
+    choices = {c.id: c.label for c in (*ask.options, *ask.extra)}
+    if button.option == "=done":
+        return "; ".join(choices.get(i, i) for i in ticked)
+    return choices.get(button.option, button.option)
+

@@ -1,0 +1,72 @@
+"""Where conversations live between updates: a small interface and its SQLite home.
+
+One conversation per (chat, user). An update is handled in one transaction
+that reads the conversation, writes its new state, the update id and the
+replies still to send (the outbox), and commits **before** anything is sent.
+A crash after the commit loses nothing: the outbox is sent on the next start
+or when Telegram delivers the update again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from bot.session import LogEntry, Session
+
+
+@dataclass(frozen=True, slots=True)
+class Key:
+    """Who a conversation is with: in a private chat, chat and user are the same."""
+
+    chat_id: int
+    user_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class Conversation:
+    key: Key
+    session: Session | None = None
+    interview: int = 0  # bumped for every new interview; buttons carry it
+    question_message: int | None = None  # the message holding the current question
+    draft: tuple[str, ...] = ()  # checklist items ticked but not yet submitted
+    blocked: bool = False  # the person blocked the bot: send nothing
+    extra: dict[str, Any] = field(default_factory=dict)  # small UI state (e.g. confirmations)
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """One Bot API call to make after the commit, kept until it succeeded."""
+
+    id: int
+    key: Key
+    method: str
+    params: dict[str, Any]
+
+
+class Transaction(Protocol):
+    duplicate: bool  # this update id was already handled: change nothing
+    conversation: Conversation
+
+    def save(self, conversation: Conversation, log: tuple[LogEntry, ...],
+             calls: list[tuple[str, dict[str, Any]]]) -> None: ...
+
+
+class Store(Protocol):
+    async def open(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    def update(self, update_id: int | None, key: Key): ...  # async context -> Transaction
+
+    async def pending(self, key: Key | None = None) -> list[Outgoing]: ...
+
+    async def sent(self, outgoing_id: int) -> None: ...
+
+    async def set_question_message(self, key: Key, interview: int, message_id: int) -> None: ...
+
+    async def set_blocked(self, key: Key) -> None: ...
+
+    async def forget(self, user_id: int) -> int: ...
+
+    async def purge(self, older_than_days: float) -> int: ...

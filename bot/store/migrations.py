@@ -1,0 +1,46 @@
+"""Schema migrations by number, each applied once in its own transaction."""
+
+from __future__ import annotations
+
+MIGRATIONS: list[str] = [
+    # 1: conversations, the append-only answer log, processed updates, the outbox
+    """
+    CREATE TABLE conversations (
+        chat_id INTEGER NOT NULL,
+        user_id INTEGER NOT NULL,
+        session TEXT,
+        interview INTEGER NOT NULL DEFAULT 0,
+        question_message INTEGER,
+        draft TEXT NOT NULL DEFAULT '[]',
+        extra TEXT NOT NULL DEFAULT '{}',
+        blocked INTEGER NOT NULL DEFAULT 0,
+        updated_at REAL NOT NULL,
+        PRIMARY KEY (chat_id, user_id)
+    );
+    CREATE TABLE answer_log (
+        id INTEGER PRIMARY KEY,
+        chat_id INTEGER NOT NULL,
+        user_id INTEGER NOT NULL,
+        interview INTEGER NOT NULL,
+        at REAL NOT NULL,
+        event TEXT NOT NULL,
+        node TEXT NOT NULL,
+        finding TEXT NOT NULL,
+        value TEXT
+    );
+    CREATE INDEX answer_log_user ON answer_log (user_id);
+    CREATE TABLE processed_updates (
+        update_id INTEGER PRIMARY KEY,
+        at REAL NOT NULL
+    );
+    CREATE INDEX processed_updates_at ON processed_updates (at);
+    CREATE TABLE outbox (
+        id INTEGER PRIMARY KEY,
+        chat_id INTEGER NOT NULL,
+        user_id INTEGER NOT NULL,
+        method TEXT NOT NULL,
+        params TEXT NOT NULL
+    );
+    CREATE INDEX conversations_updated ON conversations (updated_at);
+    """,
+]

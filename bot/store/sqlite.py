@@ -1,0 +1,203 @@
+"""The session store on SQLite (aiosqlite, WAL), one transaction per update."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+from bot.session import LogEntry, Session
+from bot.store import Conversation, Key, Outgoing
+from bot.store.migrations import MIGRATIONS
+
+PROCESSED_KEEP_SECONDS = 2 * 24 * 3600  # Telegram gives up redelivering well before this
+
+
+class SqliteTransaction:
+    def __init__(self, duplicate: bool, conversation: Conversation):
+        self.duplicate = duplicate
+        self.conversation = conversation
+        self.saved: tuple | None = None
+
+    def save(self, conversation: Conversation, log: tuple[LogEntry, ...],
+             calls: list[tuple[str, dict[str, Any]]]) -> None:
+        self.saved = (conversation, log, calls)
+
+
+class SqliteStore:
+    """Conversations, answer log, processed update ids and outbox in one SQLite file."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.db: aiosqlite.Connection | None = None
+        self.lock = asyncio.Lock()  # one connection: one transaction at a time
+
+    async def open(self) -> None:
+        if str(self.path) != ":memory:" and not self.path.exists():
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            # health data: owner-only from the first byte (SQLite copies this mode
+            # to its -wal and -shm files)
+            os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
+        self.db = await aiosqlite.connect(self.path, isolation_level=None)
+        await self.db.execute("PRAGMA journal_mode=WAL")
+        await self.db.execute("PRAGMA synchronous=FULL")
+        await self.db.execute("PRAGMA foreign_keys=ON")
+        await self.db.execute("PRAGMA busy_timeout=5000")
+        await self.migrate()
+
+    async def close(self) -> None:
+        if self.db is not None:
+            await self.db.close()
+            self.db = None
+
+    async def migrate(self) -> int:
+        """Apply every migration newer than the file's user_version; return the version."""
+        assert self.db is not None
+        async with self.db.execute("PRAGMA user_version") as cur:
+            (version,) = await cur.fetchone()  # type: ignore[misc]
+        for number, script in enumerate(MIGRATIONS, start=1):
+            if number <= version:
+                continue
+            await self.db.execute("BEGIN IMMEDIATE")
+            try:
+                for statement in filter(str.strip, script.split(";")):
+                    await self.db.execute(statement)
+                await self.db.execute(f"PRAGMA user_version = {number:d}")
+                await self.db.execute("COMMIT")
+            except BaseException:
+                await self.db.execute("ROLLBACK")
+                raise
+            version = number
+        return version
+
+    @contextlib.asynccontextmanager
+    async def update(self, update_id: int | None, key: Key) -> AsyncIterator[SqliteTransaction]:
+        """Read a conversation and, if `save` was called, commit it with the update id."""
+        assert self.db is not None
+        async with self.lock:
+            await self.db.execute("BEGIN IMMEDIATE")
+            try:
+                duplicate = False
+                if update_id is not None:
+                    cur = await self.db.execute(
+                        "INSERT OR IGNORE INTO processed_updates (update_id, at) VALUES (?, ?)",
+                        (update_id, time.time()))
+                    duplicate = cur.rowcount == 0
+                tx = SqliteTransaction(duplicate, await self._load(key))
+                yield tx
+                if tx.saved and not duplicate:
+                    await self._save(*tx.saved)
+                await self.db.execute("COMMIT")
+            except BaseException:
+                await self.db.execute("ROLLBACK")
+                raise
+
+    async def _load(self, key: Key) -> Conversation:
+        assert self.db is not None
+        async with self.db.execute(
+                "SELECT session, interview, question_message, draft, extra, blocked "
+                "FROM conversations WHERE chat_id = ? AND user_id = ?",
+                (key.chat_id, key.user_id)) as cur:
+            row = await cur.fetchone()
+        if row is None:
+            return Conversation(key)
+        session, interview, question, draft, extra, blocked = row
+        return Conversation(
+            key, Session.from_dict(json.loads(session)) if session else None, interview,
+            question, tuple(json.loads(draft)), bool(blocked), json.loads(extra))
+
+    async def _save(self, conv: Conversation, log: tuple[LogEntry, ...],
+                    calls: list[tuple[str, dict[str, Any]]]) -> None:
+        assert self.db is not None
+        now = time.time()
+        key = conv.key
+        session = json.dumps(conv.session.to_dict()) if conv.session else None
+        await self.db.execute(
+            "INSERT INTO conversations (chat_id, user_id, session, interview, question_message,"
+            " draft, extra, blocked, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (chat_id, user_id) DO UPDATE SET session = excluded.session,"
+            " interview = excluded.interview, question_message = excluded.question_message,"
+            " draft = excluded.draft, extra = excluded.extra, blocked = excluded.blocked,"
+            " updated_at = excluded.updated_at",
+            (key.chat_id, key.user_id, session, conv.interview, conv.question_message,
+             json.dumps(list(conv.draft)), json.dumps(conv.extra), int(conv.blocked), now))
+        await self.db.executemany(
+            "INSERT INTO answer_log (chat_id, user_id, interview, at, event, node, finding,"
+            " value) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            [(key.chat_id, key.user_id, conv.interview, now, e.event, e.node, e.finding,
+              json.dumps(e.value)) for e in log])
+        await self.db.executemany(
+            "INSERT INTO outbox (chat_id, user_id, method, params) VALUES (?, ?, ?, ?)",
+            [(key.chat_id, key.user_id, method, json.dumps(params)) for method, params in calls])
+
+    async def pending(self, key: Key | None = None) -> list[Outgoing]:
+        """Calls committed but not yet made, oldest first (for one conversation or all)."""
+        assert self.db is not None
+        query = "SELECT id, chat_id, user_id, method, params FROM outbox"
+        args: tuple = ()
+        if key is not None:
+            query += " WHERE chat_id = ? AND user_id = ?"
+            args = (key.chat_id, key.user_id)
+        async with self.lock, self.db.execute(query + " ORDER BY id", args) as cur:
+            rows = await cur.fetchall()
+        return [Outgoing(r[0], Key(r[1], r[2]), r[3], json.loads(r[4])) for r in rows]
+
+    async def sent(self, outgoing_id: int) -> None:
+        await self._write("DELETE FROM outbox WHERE id = ?", (outgoing_id,))
+
+    async def set_question_message(self, key: Key, interview: int, message_id: int) -> None:
+        """Remember which message holds the current question (its keyboard is removed later)."""
+        await self._write("UPDATE conversations SET question_message = ? WHERE chat_id = ? AND"
+                          " user_id = ? AND interview = ?",
+                          (message_id, key.chat_id, key.user_id, interview))
+
+    async def set_blocked(self, key: Key) -> None:
+        """The person blocked the bot: stop sending, drop what was waiting."""
+        async with self.lock:
+            assert self.db is not None
+            await self.db.execute("BEGIN IMMEDIATE")
+            await self.db.execute("UPDATE conversations SET blocked = 1 WHERE chat_id = ? AND"
+                                  " user_id = ?", (key.chat_id, key.user_id))
+            await self.db.execute("DELETE FROM outbox WHERE chat_id = ? AND user_id = ?",
+                                  (key.chat_id, key.user_id))
+            await self.db.execute("COMMIT")
+
+    async def forget(self, user_id: int) -> int:
+        """Erase every row about this person, for real. Returns rows deleted."""
+        async with self.lock:
+            assert self.db is not None
+            await self.db.execute("BEGIN IMMEDIATE")
+            total = 0
+            for table in ("conversations", "answer_log", "outbox"):
+                cur = await self.db.execute(f"DELETE FROM {table} WHERE user_id = ?", (user_id,))
+                total += cur.rowcount
+            await self.db.execute("COMMIT")
+        return total
+
+    async def purge(self, older_than_days: float) -> int:
+        """Delete conversations (and their log) untouched for longer than the retention."""
+        cutoff = time.time() - older_than_days * 86400
+        async with self.lock:
+            assert self.db is not None
+            await self.db.execute("BEGIN IMMEDIATE")
+            await self.db.execute(
+                "DELETE FROM answer_log WHERE (chat_id, user_id) IN (SELECT chat_id, user_id"
+                " FROM conversations WHERE updated_at < ?)", (cutoff,))
+            cur = await self.db.execute("DELETE FROM conversations WHERE updated_at < ?",
+                                        (cutoff,))
+            await self.db.execute("DELETE FROM processed_updates WHERE at < ?",
+                                  (time.time() - PROCESSED_KEEP_SECONDS,))
+            await self.db.execute("COMMIT")
+        return cur.rowcount
+
+    async def _write(self, sql: str, args: tuple) -> None:
+        async with self.lock:
+            assert self.db is not None
+            await self.db.execute(sql, args)

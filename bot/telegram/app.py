@@ -1,0 +1,342 @@
+"""The bot on Telegram: python-telegram-bot as the transport, our use case as the brain.
+
+* Updates reach `process` from our own polling loop or our own webhook server
+  (aiohttp). Both wait until the update's new state is committed before
+  acknowledging it: the polling offset moves past an update, or the webhook
+  answers 200, only then. python-telegram-bot's Application routes the update
+  to one handler, which runs the use case under a per-person lock, so one
+  person's updates are handled in order while different people run at once.
+* Replies are sent after the commit from the store's outbox, with retries on
+  429 and network errors; a 403 (the person blocked the bot) marks the
+  conversation and stops sending. Whatever could not be sent is retried from
+  the database, so a crash or an outage loses no reply.
+* Logs never contain answers or message text: only update ids, kinds and codes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import json
+import logging
+import signal
+import time
+import warnings
+from collections import defaultdict
+from dataclasses import replace
+from datetime import timedelta
+from typing import Any
+
+from aiohttp import web
+from telegram import BotCommand, Update
+from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter, TelegramError
+from telegram.ext import AIORateLimiter, Application, ContextTypes, TypeHandler
+from telegram.warnings import PTBUserWarning
+
+from bot.conversation import Conversations, Decision
+from bot.settings import Settings
+from bot.store import Key, Outgoing
+from bot.store.sqlite import SqliteStore
+from bot.telegram import inputs, render
+
+log = logging.getLogger("triagebot.telegram")
+# Calls are stored in the outbox as (method, params) and replayed with do_api_request;
+# python-telegram-bot suggests its typed methods instead, which we do not want here.
+warnings.filterwarnings("ignore", message="Please use 'Bot.", category=PTBUserWarning)
+
+ALLOWED_UPDATES = ["message", "edited_message", "callback_query", "my_chat_member"]
+COMMANDS = [
+    ("start", "Begin a new check"), ("back", "Change your last answer"),
+    ("restart", "Start again"), ("help", "How this works"),
+    ("privacy", "What I keep about you"), ("forget", "Erase everything I keep about you"),
+]
+SEND_ATTEMPTS = 5
+POLL_TIMEOUT = 25  # seconds of long polling per getUpdates
+FAILED_UPDATE_ATTEMPTS = 3  # then an update that keeps failing is skipped (and logged)
+
+
+class Blocked(Exception):
+    """The person blocked the bot (403): stop sending to them."""
+
+
+class TelegramBot:
+    def __init__(self, settings: Settings, conversations: Conversations, store: SqliteStore,
+                 *, poll_timeout: int = POLL_TIMEOUT, retry_base: float = 0.5,
+                 rate_limiter: AIORateLimiter | None = None):
+        self.settings = settings
+        self.conversations = conversations
+        self.store = store
+        self.poll_timeout = poll_timeout
+        self.retry_base = retry_base
+        self.locks: defaultdict[Key, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self.results: dict[int, bool] = {}
+        self.ready = False
+        self.stopping = asyncio.Event()
+        self.username: str | None = None
+        assert settings.token, "checked by the CLI"
+        self.application = (
+            Application.builder().token(settings.token)
+            .base_url(f"{settings.api_url}/bot").base_file_url(f"{settings.api_url}/file/bot")
+            .rate_limiter(rate_limiter or AIORateLimiter(max_retries=2)).updater(None).build())
+        self.application.add_handler(TypeHandler(Update, self._on_update))
+        self.application.add_error_handler(self._on_error)
+
+    # ------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        await self.store.open()
+        await self.application.initialize()
+        self.username = self.application.bot.username
+        await self.application.bot.set_my_commands([BotCommand(c, d) for c, d in COMMANDS])
+        await self.flush()  # replies committed before a crash or restart go out now
+        self.ready = True
+        log.info("ready as @%s", self.username)
+
+    async def stop(self) -> None:
+        self.ready = False
+        with contextlib.suppress(Exception):
+            await self.application.shutdown()
+        await self.store.close()
+
+    # ------------------------------------------------------------ one update
+
+    async def process(self, update: Update) -> bool:
+        """Handle one update completely; True once its state is committed."""
+        await self.application.process_update(update)
+        return self.results.pop(update.update_id, False)
+
+    async def _on_update(self, update: Update, _: ContextTypes.DEFAULT_TYPE) -> None:
+        started = time.perf_counter()
+        try:
+            self.results[update.update_id] = await self._handle(update)
+        except Exception as exc:  # never a crash; never content in the log
+            self.results[update.update_id] = False
+            log.error("update %s failed: %s", update.update_id, type(exc).__name__)
+        log.debug("update %s handled in %.1f ms", update.update_id,
+                  1000 * (time.perf_counter() - started))
+
+    async def _on_error(self, update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
+        log.error("framework error: %s", type(context.error).__name__)
+
+    async def _handle(self, update: Update) -> bool:
+        read = inputs.read(update, self.username)
+        query = update.callback_query
+        if read is None:
+            if query is not None:
+                await self._answer_query(query.id, "")
+            return True
+        key, event = read
+        decision: Decision | None = None
+        async with self.locks[key]:
+            async with self.store.update(update.update_id, key) as tx:
+                if not tx.duplicate:
+                    conv = tx.conversation
+                    if conv.blocked:  # they wrote to us again, so they unblocked the bot
+                        conv = replace(conv, blocked=False)
+                    decision = self.conversations.decide(conv, event)
+                    tx.save(decision.conversation, decision.log, decision.calls)
+            if query is not None:
+                await self._answer_query(query.id, decision.toast if decision else "")
+            if decision is not None and decision.forget:
+                await self.flush(key)  # close the confirmation's keyboard first
+                await self.store.forget(key.user_id)
+                await self._call("sendMessage", {"chat_id": key.chat_id, "text": render.esc(
+                    self.conversations.texts.forgotten), "parse_mode": "HTML"})
+            await self.flush(key)
+        return True
+
+    async def _answer_query(self, query_id: str, text: str) -> None:
+        with contextlib.suppress(TelegramError):  # a late answer is harmless
+            await self.application.bot.answer_callback_query(query_id, text=text or None)
+
+    # ------------------------------------------------------------ sending
+
+    async def flush(self, key: Key | None = None) -> None:
+        """Make every committed call still in the outbox, oldest first."""
+        for out in await self.store.pending(key):
+            try:
+                ok = await self._send(out)
+            except Blocked:
+                log.info("chat %s blocked the bot; not sending", out.key.chat_id)
+                await self.store.set_blocked(out.key)
+                return
+            if not ok:
+                return  # still failing: keep it (and what follows) for the next flush
+            await self.store.sent(out.id)
+
+    async def _send(self, out: Outgoing) -> bool:
+        params = {k: v for k, v in out.params.items() if not k.startswith("_")}
+        result = await self._call(out.method, params)
+        if result is None:
+            return False
+        interview = out.params.get(render.QUESTION)
+        if interview is not None and isinstance(result, dict) and "message_id" in result:
+            await self.store.set_question_message(out.key, interview, result["message_id"])
+        return True
+
+    async def _call(self, method: str, params: dict[str, Any]) -> Any:
+        """One Bot API call with retries; None if it could not be made now.
+
+        A 400 that retrying cannot fix (e.g. an edit of a deleted message) is
+        logged with its method and dropped, so one bad call never blocks a chat.
+        """
+        for attempt in range(SEND_ATTEMPTS):
+            try:
+                result = await self.application.bot.do_api_request(method, api_kwargs=params)
+                return result if result is not None else True
+            except RetryAfter as exc:
+                wait = exc.retry_after
+                await asyncio.sleep(wait.total_seconds() if isinstance(wait, timedelta) else wait)
+            except BadRequest as exc:
+                if "not modified" in exc.message.lower():
+                    return True
+                log.warning("%s rejected: %s", method, exc.message[:80])
+                return True  # retrying a bad request cannot help
+            except Forbidden as exc:
+                raise Blocked from exc
+            except NetworkError:
+                await asyncio.sleep(self.retry_base * 2 ** attempt)
+        log.warning("%s failed %d times; kept in the outbox", method, SEND_ATTEMPTS)
+        return None
+
+    # ------------------------------------------------------------ polling
+
+    async def poll(self) -> None:
+        """Long-poll getUpdates; move the offset only past committed updates."""
+        bot = self.application.bot
+        await bot.delete_webhook(drop_pending_updates=False)
+        offset: int | None = None
+        failures: defaultdict[int, int] = defaultdict(int)
+        while not self.stopping.is_set():
+            try:
+                updates = await bot.get_updates(offset=offset, timeout=self.poll_timeout,
+                                                allowed_updates=ALLOWED_UPDATES)
+            except NetworkError as exc:
+                log.warning("getUpdates failed: %s", type(exc).__name__)
+                await asyncio.sleep(1)
+                continue
+            if not updates:
+                continue
+            done = await self._process_batch(updates)
+            offset = updates[-1].update_id + 1
+            for update in updates:
+                if not done[update.update_id]:
+                    failures[update.update_id] += 1
+                    if failures[update.update_id] < FAILED_UPDATE_ATTEMPTS:
+                        offset = min(offset, update.update_id)  # fetch it again
+                    else:
+                        log.error("update %s skipped after %d failures", update.update_id,
+                                  FAILED_UPDATE_ATTEMPTS)
+
+    async def _process_batch(self, updates: list[Update]) -> dict[int, bool]:
+        """Each person's updates in order; different people at the same time."""
+        queues: defaultdict[Any, list[Update]] = defaultdict(list)
+        for update in updates:
+            read = inputs.read(update, self.username)
+            queues[read[0] if read else ("update", update.update_id)].append(update)
+        done: dict[int, bool] = {}
+
+        async def run(queue: list[Update]) -> None:
+            for update in queue:
+                done[update.update_id] = await self.process(update)
+
+        await asyncio.gather(*(run(q) for q in queues.values()))
+        return done
+
+    # ------------------------------------------------------------ webhook
+
+    def webhook_app(self) -> web.Application:
+        """Our own webhook server: 200 only after the commit; /healthz when ready."""
+        path = _path(self.settings.webhook_url or "/")
+        app = web.Application(client_max_size=1 << 20)
+        app.router.add_post(path, self._webhook)
+        app.router.add_get("/healthz", self._healthz)
+        return app
+
+    async def _healthz(self, _: web.Request) -> web.Response:
+        return web.Response(text="ok" if self.ready else "starting",
+                            status=200 if self.ready else 503)
+
+    async def _webhook(self, request: web.Request) -> web.Response:
+        expected = self.settings.webhook_secret
+        if expected:
+            given = request.headers.get("X-Telegram-Bot-Api-Secret-Token")
+            if given is None:
+                return web.Response(status=401, text="missing secret token")
+            if not hmac.compare_digest(given.encode(), expected.encode()):
+                return web.Response(status=403, text="wrong secret token")
+        if not self.ready:
+            return web.Response(status=503, text="starting")
+        try:
+            data = json.loads(await request.read())
+            update = Update.de_json(data, self.application.bot)
+            if update is None or not isinstance(data, dict) or "update_id" not in data:
+                raise ValueError("not an update")
+        except Exception:  # the body is not logged: it may hold health answers
+            log.warning("webhook body is not a valid update (%s bytes)",
+                        request.content_length)
+            return web.Response(status=400, text="not a valid update")
+        ok = await self.process(update)
+        return web.Response(status=200 if ok else 500)
+
+    async def set_webhook(self) -> None:
+        await self.application.bot.set_webhook(
+            url=self.settings.webhook_url or "", secret_token=self.settings.webhook_secret,
+            allowed_updates=ALLOWED_UPDATES, drop_pending_updates=False)
+
+    # ------------------------------------------------------------ housekeeping
+
+    async def housekeeping(self, every: float = 3600) -> None:
+        """Delete conversations past their retention; retry any unsent replies."""
+        while not self.stopping.is_set():
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self.stopping.wait(), every)
+            if self.stopping.is_set():
+                break
+            try:
+                removed = await self.store.purge(self.conversations.retention_days)
+                if removed:
+                    log.info("retention: deleted %d old conversations", removed)
+                await self.flush()
+            except Exception as exc:
+                log.error("housekeeping failed: %s", type(exc).__name__)
+
+
+def _path(url: str) -> str:
+    from urllib.parse import urlsplit
+
+    return urlsplit(url).path or "/"
+
+
+async def run(bot: TelegramBot) -> None:
+    """Run until SIGINT/SIGTERM: polling, or the webhook server; then shut down cleanly."""
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, bot.stopping.set)
+    await bot.start()
+    tasks = [asyncio.create_task(bot.housekeeping())]
+    runner: web.AppRunner | None = None
+    try:
+        if bot.settings.mode == "webhook":
+            runner = web.AppRunner(bot.webhook_app(), access_log=None)
+            await runner.setup()
+            site = web.TCPSite(runner, bot.settings.listen_host, bot.settings.listen_port)
+            await site.start()
+            await bot.set_webhook()
+            log.info("webhook listening on %s:%s", bot.settings.listen_host,
+                     bot.settings.listen_port)
+            await bot.stopping.wait()
+        else:
+            poller = asyncio.create_task(bot.poll())
+            tasks.append(poller)
+            await bot.stopping.wait()
+    finally:
+        bot.stopping.set()
+        if runner is not None:
+            await runner.cleanup()  # finishes requests in flight first
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await bot.stop()

@@ -1,0 +1,213 @@
+"""Engine replies -> Bot API calls (HTML text, inline keyboards). Pure: no I/O.
+
+Every user-visible string is HTML-escaped here and nowhere else. Callback data
+names the interview, the question (and checklist item) and the option, so a
+press on an old keyboard is recognised, and always fits Telegram's 64 bytes.
+Calls are plain (method, params) pairs so the store can keep them in its
+outbox until they have been sent.
+"""
+
+from __future__ import annotations
+
+import html
+from dataclasses import dataclass
+from typing import Any
+
+from bot.flow import Level
+from bot.session import Ask, Escalate, Outcome, Reply, Say
+
+MAX_TEXT = 4096
+MAX_CALLBACK = 64
+QUESTION = "_question"  # marks the sendMessage that carries the current question
+
+LEVEL_MARK = {Level.EMERGENCY: "🔴", Level.URGENT: "🟠", Level.ROUTINE: "🔵",
+              Level.SELF_CARE: "🟢"}
+TICKED, UNTICKED = "☑", "☐"
+
+Call = tuple[str, dict[str, Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class Button:
+    """A decoded callback: which interview, question, item and option it answers."""
+
+    interview: int
+    node: str
+    item: int
+    option: str
+
+
+def encode(interview: int, node: str, item: int, option: str) -> str:
+    data = f"{interview:x}|{node}|{item}|{option}"
+    if len(data.encode()) > MAX_CALLBACK:  # the loader keeps ids short enough
+        raise ValueError(f"callback data over {MAX_CALLBACK} bytes: {data!r}")
+    return data
+
+
+def decode(data: str | None) -> Button | None:
+    """A button's data, or None if it is not one of ours (never raises)."""
+    try:
+        interview, node, item, option = (data or "").split("|", 3)
+        return Button(int(interview, 16), node, int(item), option)
+    except ValueError:
+        return None
+
+
+def esc(text: str) -> str:
+    return html.escape(text, quote=False)
+
+
+def keyboard(rows: list[list[tuple[str, str]]]) -> dict[str, Any]:
+    return {"inline_keyboard": [[{"text": label, "callback_data": data} for label, data in row]
+                                for row in rows if row]}
+
+
+NO_KEYBOARD = {"inline_keyboard": []}
+
+
+@dataclass(frozen=True, slots=True)
+class Labels:
+    """Bot-level button labels (the flow's own texts label the answers)."""
+
+    back: str = "« Back"
+    restart: str = "Start over"
+    done: str = "Done ✓"
+
+
+def question_markup(ask: Ask, interview: int, ticked: tuple[str, ...] = (),
+                    labels: Labels = Labels()) -> dict[str, Any]:
+    """The inline keyboard for a question: its answers, then Back / Start over."""
+    def data(option: str) -> str:
+        return encode(interview, ask.node, ask.item, option)
+
+    rows: list[list[tuple[str, str]]] = []
+    if ask.multi:
+        for choice in ask.options:
+            mark = TICKED if choice.id in ticked else UNTICKED
+            rows.append([(f"{mark} {choice.label}", data("t." + choice.id))])
+        if ticked:
+            rows.append([(labels.done, data("=done"))])
+        rows.append([(c.label, data(c.id)) for c in ask.extra])
+    elif ask.kind in ("yes_no", "confirm"):
+        rows.append([(c.label, data(c.id)) for c in (*ask.options, *ask.extra)])
+    else:
+        rows.extend([[(c.label, data(c.id))] for c in ask.options])
+        rows.append([(c.label, data(c.id)) for c in ask.extra])
+    if ask.kind != "confirm":
+        rows.append([(labels.back, encode(interview, "_", -1, "back")),
+                     (labels.restart, encode(interview, "_", -1, "restart"))])
+    return keyboard(rows)
+
+
+def question_text(ask: Ask) -> str:
+    hint = f"<i>{esc(ask.hint)}</i>\n\n" if ask.hint else ""
+    return hint + f"<b>{esc(ask.text)}</b>"
+
+
+def outcome_text(o: Outcome, headings: dict[str, str]) -> str:
+    parts = [f"{LEVEL_MARK[o.level]} <b>{esc(o.title.upper())}</b>", esc(o.action)]
+    if o.reasons:
+        parts.append(f"<b>{esc(headings['why'])}</b>\n" +
+                     "\n".join(f"• {esc(r)}" for r in o.reasons))
+    if o.evidence:
+        parts.append(f"<i>{esc(headings['because'])}</i> " + esc("; ".join(o.evidence)) + ".")
+    if o.advice:
+        parts.append(esc(o.advice))
+    if o.safety_net:
+        parts.append(esc(o.safety_net))
+    if o.links:
+        parts.append(f"<b>{esc(headings['links'])}</b>\n" + "\n".join(
+            f'• <a href="{html.escape(url, quote=True)}">{esc(title)}</a>'
+            for title, url in o.links))
+    parts.extend(esc(n) for n in o.notes)
+    parts.append(f"<i>{esc(o.disclaimer)}</i>")
+    return "\n\n".join(parts)
+
+
+def split(text: str, limit: int = MAX_TEXT) -> list[str]:
+    """Cut a message at paragraph (then line) breaks so each part fits `limit`.
+
+    Parts never cut inside a tag, because breaks only come between paragraphs
+    and lines, and every tag here opens and closes on one line.
+    """
+    if len(text) <= limit:
+        return [text]
+    parts: list[str] = []
+    current = ""
+    for block in text.split("\n\n"):
+        pieces = [block] if len(block) <= limit else _lines(block, limit)
+        for piece in pieces:
+            joined = f"{current}\n\n{piece}" if current else piece
+            if len(joined) <= limit:
+                current = joined
+            else:
+                parts.append(current)
+                current = piece
+    if current:
+        parts.append(current)
+    return parts
+
+
+def _lines(block: str, limit: int) -> list[str]:
+    out, current = [], ""
+    for line in block.split("\n"):
+        while len(line) > limit:  # one huge line: cut at a space
+            cut = line.rfind(" ", 0, limit) if " " in line[:limit] else limit
+            out.append(line[:cut])
+            line = line[cut:].lstrip()
+        joined = f"{current}\n{line}" if current else line
+        if len(joined) <= limit:
+            current = joined
+        else:
+            out.append(current)
+            current = line
+    if current:
+        out.append(current)
+    return out
+
+
+def send(chat_id: int, text: str, markup: dict[str, Any] | None = None,
+         question: int | None = None) -> list[Call]:
+    """sendMessage calls for `text` (split to fit); `question` marks the current question
+    with its interview number, so its message id can be remembered once sent."""
+    calls: list[Call] = []
+    parts = split(text)
+    for i, part in enumerate(parts):
+        params: dict[str, Any] = {"chat_id": chat_id, "text": part, "parse_mode": "HTML",
+                                  "link_preview_options": {"is_disabled": True}}
+        if markup is not None and i == len(parts) - 1:
+            params["reply_markup"] = markup
+            if question is not None:
+                params[QUESTION] = question
+        calls.append(("sendMessage", params))
+    return calls
+
+
+def replies(chat_id: int, interview: int, items: tuple[Reply, ...],
+            headings: dict[str, str], ticked: tuple[str, ...] = ()) -> list[Call]:
+    """Every reply of one step as Bot API calls, in order."""
+    calls: list[Call] = []
+    for reply in items:
+        if isinstance(reply, Say):
+            calls += send(chat_id, esc(reply.text))
+        elif isinstance(reply, Escalate):
+            calls += send(chat_id, f"{LEVEL_MARK[reply.level]} <b>{esc(reply.text)}</b>")
+        elif isinstance(reply, Ask):
+            calls += send(chat_id, question_text(reply),
+                          question_markup(reply, interview, ticked), question=interview)
+        elif isinstance(reply, Outcome):
+            calls += send(chat_id, outcome_text(reply, headings))
+    return calls
+
+
+def answered(chat_id: int, message_id: int, question: str, answer: str) -> Call:
+    """Edit a question once answered: show the answer, drop the keyboard."""
+    return ("editMessageText", {
+        "chat_id": chat_id, "message_id": message_id, "parse_mode": "HTML",
+        "text": f"{esc(question)}\n\n✓ <i>{esc(answer)}</i>"[:MAX_TEXT],
+        "reply_markup": NO_KEYBOARD})
+
+
+def drop_keyboard(chat_id: int, message_id: int) -> Call:
+    return ("editMessageReplyMarkup", {"chat_id": chat_id, "message_id": message_id,
+                                       "reply_markup": NO_KEYBOARD})

@@ -1,0 +1,418 @@
+"""A fake Telegram Bot API server over real HTTP, as strict as Telegram where it matters.
+
+The real bot (python-telegram-bot over HTTP) talks to it through
+TRIAGEBOT_API_URL. It checks what Telegram checks — 4096-character texts
+after entity parsing, empty texts, HTML entities, 64-byte callback data,
+unknown chats, edits that change nothing, callback queries answered twice —
+keeps getUpdates offsets and long polling, refuses getUpdates while a webhook
+is set (409), and delivers updates to a webhook with the secret header,
+retrying until it gets a 2xx. Tests drive it as people would: type, press.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import re
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+ALLOWED_TAGS = {"b", "strong", "i", "em", "u", "ins", "s", "strike", "del", "a", "code", "pre",
+                "tg-spoiler", "span", "blockquote", "tg-emoji"}
+TOKEN = re.compile(r"<(/?)([a-zA-Z][\w-]*)((?:\s+[^<>]*)?)>|&(lt|gt|amp|quot|#\d+|#x[0-9a-fA-F]+);")
+INT_FIELDS = {"chat_id", "message_id", "offset", "limit", "timeout", "user_id", "max_connections"}
+JSON_FIELDS = {"reply_markup", "allowed_updates", "commands", "link_preview_options",
+               "reply_parameters", "entities"}
+
+
+class ApiError(Exception):
+    def __init__(self, code: int, description: str, retry_after: int | None = None):
+        super().__init__(description)
+        self.code, self.description, self.retry_after = code, description, retry_after
+
+
+def parse_html(text: str) -> str:
+    """The plain text Telegram would show, or ApiError as Telegram would raise it."""
+    out, stack, pos = [], [], 0
+    for m in TOKEN.finditer(text):
+        chunk = text[pos:m.start()]
+        if "<" in chunk or ">" in chunk or "&" in chunk:
+            bad = next(c for c in chunk if c in "<>&")
+            offset = len(text[:pos + chunk.index(bad)].encode())
+            raise ApiError(400, "Bad Request: can't parse entities: unexpected "
+                                f"'{bad}' at byte offset {offset}")
+        out.append(chunk)
+        pos = m.end()
+        if m.group(4):
+            out.append({"lt": "<", "gt": ">", "amp": "&", "quot": '"'}.get(m.group(4), "?"))
+            continue
+        closing, tag = m.group(1) == "/", m.group(2).lower()
+        if tag not in ALLOWED_TAGS:
+            raise ApiError(400, f"Bad Request: can't parse entities: Unsupported start tag "
+                                f"\"{tag}\"")
+        if closing:
+            if not stack or stack[-1] != tag:
+                raise ApiError(400, f"Bad Request: can't parse entities: Can't find end tag "
+                                    f"corresponding to start tag \"{stack[-1] if stack else tag}\"")
+            stack.pop()
+        else:
+            if tag == "a" and "href=" not in m.group(3):
+                raise ApiError(400, "Bad Request: can't parse entities: link without href")
+            stack.append(tag)
+    rest = text[pos:]
+    if "<" in rest or ">" in rest or "&" in rest:
+        raise ApiError(400, "Bad Request: can't parse entities: unexpected character")
+    if stack:
+        raise ApiError(400, f"Bad Request: can't parse entities: Can't find end tag "
+                            f"corresponding to start tag \"{stack[-1]}\"")
+    out.append(rest)
+    return "".join(out)
+
+
+@dataclass
+class Message:
+    chat_id: int
+    message_id: int
+    text: str  # as shown (entities parsed)
+    html: str
+    from_bot: bool
+    reply_markup: dict[str, Any] | None = None
+    edits: int = 0
+
+    def buttons(self) -> list[tuple[str, str]]:
+        rows = (self.reply_markup or {}).get("inline_keyboard", [])
+        return [(b["text"], b.get("callback_data", "")) for row in rows for b in row]
+
+
+@dataclass
+class FakeTelegram:
+    token: str = "123456:TEST-TOKEN"
+    username: str = "triage_test_bot"
+    bot_id: int = 123456
+    base_url: str = ""
+    updates: list[dict[str, Any]] = field(default_factory=list)
+    confirmed_offset: int = 0
+    webhook: dict[str, Any] | None = None
+    messages: dict[tuple[int, int], Message] = field(default_factory=dict)
+    chats: dict[int, list[int]] = field(default_factory=dict)  # chat -> its message ids
+    blocked: set[int] = field(default_factory=set)
+    commands: list[dict[str, Any]] = field(default_factory=list)
+    calls: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    errors: list[tuple[str, int, str]] = field(default_factory=list)
+    queries: dict[str, bool] = field(default_factory=dict)  # id -> answered
+    failures: dict[str, list[ApiError]] = field(default_factory=dict)  # injected, per method
+    delivered: dict[int, int] = field(default_factory=dict)  # update id -> webhook 2xx count
+    attempts: dict[int, int] = field(default_factory=dict)  # update id -> webhook attempts
+
+    def __post_init__(self) -> None:
+        self._ids = itertools.count(1000)
+        self._msg_ids = itertools.count(1)
+        self._query_ids = itertools.count(1)
+        self._new_update = asyncio.Event()
+        self._runner: web.AppRunner | None = None
+        self._delivery: asyncio.Task | None = None
+        self._session: aiohttp.ClientSession | None = None
+        self._changed = asyncio.Condition()
+
+    # ------------------------------------------------------------ server
+
+    async def start(self) -> str:
+        app = web.Application()
+        app.router.add_route("*", "/bot{token}/{method}", self._endpoint)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.base_url = f"http://127.0.0.1:{port}"
+        self._session = aiohttp.ClientSession()
+        self._delivery = asyncio.create_task(self._deliver_forever())
+        return self.base_url
+
+    async def stop(self) -> None:
+        if self._delivery:
+            self._delivery.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._delivery
+        if self._session:
+            await self._session.close()
+        if self._runner:
+            await self._runner.cleanup()
+
+    async def _endpoint(self, request: web.Request) -> web.Response:
+        if request.match_info["token"] != self.token:
+            return web.json_response({"ok": False, "error_code": 401,
+                                      "description": "Unauthorized"}, status=401)
+        method = request.match_info["method"]
+        params = await self._params(request)
+        self.calls.append((method, params))
+        handler = getattr(self, "api_" + method.lower(), None)
+        try:
+            if self.failures.get(method):
+                raise self.failures[method].pop(0)
+            if handler is None:
+                raise ApiError(404, "Not Found: method not found")
+            result = await handler(params)
+        except ApiError as exc:
+            self.errors.append((method, exc.code, exc.description))
+            body: dict[str, Any] = {"ok": False, "error_code": exc.code,
+                                    "description": exc.description}
+            if exc.retry_after is not None:
+                body["parameters"] = {"retry_after": exc.retry_after}
+            return web.json_response(body, status=exc.code)
+        async with self._changed:
+            self._changed.notify_all()
+        return web.json_response({"ok": True, "result": result})
+
+    async def _params(self, request: web.Request) -> dict[str, Any]:
+        if request.content_type == "application/json":
+            return await request.json()
+        form = await request.post()
+        params: dict[str, Any] = {}
+        for key, value in form.items():
+            if key in INT_FIELDS:
+                params[key] = int(value)  # type: ignore[arg-type]
+            elif key in JSON_FIELDS or value in ("true", "false"):
+                params[key] = json.loads(value)  # type: ignore[arg-type]
+            else:
+                params[key] = value
+        return params
+
+    # ------------------------------------------------------------ Bot API methods
+
+    def _user(self) -> dict[str, Any]:
+        return {"id": self.bot_id, "is_bot": True, "first_name": "Triage",
+                "username": self.username}
+
+    async def api_getme(self, _: dict) -> dict:
+        return self._user()
+
+    async def api_setmycommands(self, p: dict) -> bool:
+        self.commands = p["commands"]
+        return True
+
+    async def api_setwebhook(self, p: dict) -> bool:
+        self.webhook = {"url": p["url"], "secret": p.get("secret_token"),
+                        "allowed": p.get("allowed_updates")}
+        self._new_update.set()
+        return True
+
+    async def api_deletewebhook(self, p: dict) -> bool:
+        self.webhook = None
+        if p.get("drop_pending_updates"):
+            self.updates.clear()
+        return True
+
+    async def api_getwebhookinfo(self, _: dict) -> dict:
+        return {"url": self.webhook["url"] if self.webhook else "", "has_custom_certificate":
+                False, "pending_update_count": len(self.updates)}
+
+    async def api_getupdates(self, p: dict) -> list[dict]:
+        if self.webhook is not None:
+            raise ApiError(409, "Conflict: can't use getUpdates method while webhook is "
+                                "active; use deleteWebhook to delete the webhook first")
+        offset = p.get("offset")
+        if offset:
+            self.confirmed_offset = max(self.confirmed_offset, offset)
+            self.updates = [u for u in self.updates if u["update_id"] >= offset]
+        deadline = time.monotonic() + min(float(p.get("timeout", 0)), 50)
+        while not self.updates and time.monotonic() < deadline:
+            self._new_update.clear()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._new_update.wait(), deadline - time.monotonic())
+        return self.updates[: int(p.get("limit", 100))]
+
+    def _chat(self, chat_id: Any) -> int:
+        chat = int(chat_id)
+        if chat not in self.chats:
+            raise ApiError(400, "Bad Request: chat not found")
+        if chat in self.blocked:
+            raise ApiError(403, "Forbidden: bot was blocked by the user")
+        return chat
+
+    def _markup(self, markup: Any) -> dict | None:
+        if markup is None:
+            return None
+        for row in markup.get("inline_keyboard", []):
+            for button in row:
+                if not button.get("text"):
+                    raise ApiError(400, "Bad Request: text buttons are unallowed")
+                data = button.get("callback_data")
+                if data is not None and not 1 <= len(data.encode()) <= 64:
+                    raise ApiError(400, "Bad Request: BUTTON_DATA_INVALID")
+        return markup
+
+    def _text(self, p: dict) -> tuple[str, str]:
+        raw = p.get("text", "")
+        shown = parse_html(raw) if p.get("parse_mode") == "HTML" else raw
+        if not shown.strip():
+            raise ApiError(400, "Bad Request: message text is empty")
+        if len(shown) > 4096:
+            raise ApiError(400, "Bad Request: message is too long")
+        return shown, raw
+
+    def _message_json(self, m: Message) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "message_id": m.message_id, "date": int(time.time()), "text": m.text,
+            "chat": {"id": m.chat_id, "type": "private", "first_name": f"User{m.chat_id}"},
+            "from": self._user() if m.from_bot else self._person(m.chat_id)}
+        if m.reply_markup and m.reply_markup.get("inline_keyboard"):
+            out["reply_markup"] = m.reply_markup
+        return out
+
+    async def api_sendmessage(self, p: dict) -> dict:
+        chat = self._chat(p["chat_id"])
+        shown, raw = self._text(p)
+        markup = self._markup(p.get("reply_markup"))
+        m = Message(chat, next(self._msg_ids), shown, raw, True, markup)
+        self.messages[(chat, m.message_id)] = m
+        self.chats[chat].append(m.message_id)
+        return self._message_json(m)
+
+    def _existing(self, p: dict) -> Message:
+        chat = self._chat(p["chat_id"])
+        m = self.messages.get((chat, int(p["message_id"])))
+        if m is None:
+            raise ApiError(400, "Bad Request: message to edit not found")
+        if not m.from_bot:
+            raise ApiError(400, "Bad Request: message can't be edited")
+        return m
+
+    async def api_editmessagetext(self, p: dict) -> dict:
+        m = self._existing(p)
+        shown, raw = self._text(p)
+        markup = self._markup(p.get("reply_markup"))
+        if shown == m.text and markup == m.reply_markup:
+            raise ApiError(400, "Bad Request: message is not modified")
+        m.text, m.html, m.reply_markup, m.edits = shown, raw, markup, m.edits + 1
+        return self._message_json(m)
+
+    async def api_editmessagereplymarkup(self, p: dict) -> dict:
+        m = self._existing(p)
+        markup = self._markup(p.get("reply_markup"))
+        if (markup or {}).get("inline_keyboard", []) == \
+                (m.reply_markup or {}).get("inline_keyboard", []):
+            raise ApiError(400, "Bad Request: message is not modified")
+        m.reply_markup, m.edits = markup, m.edits + 1
+        return self._message_json(m)
+
+    async def api_answercallbackquery(self, p: dict) -> bool:
+        qid = str(p["callback_query_id"])
+        if self.queries.get(qid, True):
+            raise ApiError(400, "Bad Request: query is too old and response timeout expired "
+                                "or query ID is invalid")
+        self.queries[qid] = True
+        return True
+
+    # ------------------------------------------------------------ people
+
+    def _person(self, user_id: int) -> dict[str, Any]:
+        return {"id": user_id, "is_bot": False, "first_name": f"User{user_id}"}
+
+    def _push(self, update: dict[str, Any]) -> int:
+        update["update_id"] = next(self._ids)
+        self.updates.append(update)
+        self._new_update.set()
+        return update["update_id"]
+
+    def type(self, user_id: int, text: str) -> int:
+        """The person sends a text message in their private chat with the bot."""
+        self.chats.setdefault(user_id, [])
+        m = Message(user_id, next(self._msg_ids), text, text, False)
+        self.messages[(user_id, m.message_id)] = m
+        self.chats[user_id].append(m.message_id)
+        return self._push({"message": {**self._message_json(m), "text": text}})
+
+    def send(self, user_id: int, payload: dict[str, Any]) -> int:
+        """The person sends something else (sticker, photo...): `payload` joins the message."""
+        self.chats.setdefault(user_id, [])
+        message = {"message_id": next(self._msg_ids), "date": int(time.time()),
+                   "chat": {"id": user_id, "type": "private", "first_name": "U"},
+                   "from": self._person(user_id), **payload}
+        return self._push({"message": message})
+
+    def raw(self, update: dict[str, Any]) -> int:
+        return self._push(update)
+
+    def press(self, user_id: int, message_id: int, data: str) -> int:
+        """The person presses an inline button on one of the bot's messages."""
+        m = self.messages[(user_id, message_id)]
+        qid = str(next(self._query_ids))
+        self.queries[qid] = False
+        return self._push({"callback_query": {
+            "id": qid, "from": self._person(user_id), "chat_instance": str(user_id),
+            "data": data, "message": self._message_json(m)}})
+
+    # ------------------------------------------------------------ reading the chat
+
+    def bot_messages(self, chat_id: int) -> list[Message]:
+        return [self.messages[(chat_id, i)] for i in self.chats.get(chat_id, [])
+                if self.messages[(chat_id, i)].from_bot]
+
+    def last_question(self, chat_id: int) -> Message | None:
+        """The newest bot message that still has buttons."""
+        for m in reversed(self.bot_messages(chat_id)):
+            if m.buttons():
+                return m
+        return None
+
+    async def wait(self, predicate, timeout: float = 10.0) -> None:
+        """Wait until `predicate()` is true (checked whenever the bot calls the API)."""
+        deadline = time.monotonic() + timeout
+        async with self._changed:
+            while not predicate():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AssertionError("timed out waiting for the bot")
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._changed.wait(), min(left, 0.2))
+
+    # ------------------------------------------------------------ webhook delivery
+
+    async def _deliver_forever(self) -> None:
+        """Deliver queued updates to the webhook: per chat in order, until a 2xx."""
+        busy: dict[Any, asyncio.Task] = {}
+        while True:
+            if self.webhook is None or not self.updates:
+                await asyncio.sleep(0.01)  # (getUpdates owns the new-update event)
+                continue
+            for update in list(self.updates):
+                chat = _chat_of(update)
+                if chat in busy and not busy[chat].done():
+                    continue
+                self.updates.remove(update)
+                busy[chat] = asyncio.create_task(self._post(update))
+            await asyncio.sleep(0.005)
+
+    async def _post(self, update: dict[str, Any]) -> None:
+        assert self._session is not None
+        delay = 0.05
+        while self.webhook is not None:
+            hook = self.webhook
+            headers = {"X-Telegram-Bot-Api-Secret-Token": hook["secret"]} if hook["secret"] \
+                else {}
+            uid = update["update_id"]
+            self.attempts[uid] = self.attempts.get(uid, 0) + 1
+            try:
+                async with self._session.post(hook["url"], json=update, headers=headers,
+                                              timeout=aiohttp.ClientTimeout(total=30)) as r:
+                    if 200 <= r.status < 300:
+                        self.delivered[uid] = self.delivered.get(uid, 0) + 1
+                        return
+            except (TimeoutError, aiohttp.ClientError):
+                pass
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 1.0)
+        self.updates.insert(0, update)  # webhook removed: back to getUpdates
+
+
+def _chat_of(update: dict[str, Any]) -> Any:
+    body = update.get("message") or update.get("edited_message") or \
+        (update.get("callback_query") or {}).get("message") or {}
+    return (body.get("chat") or {}).get("id", update["update_id"])

@@ -1,0 +1,348 @@
+"""The real bot (python-telegram-bot over HTTP) against the strict fake Bot API server."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import sqlite3
+import stat
+from pathlib import Path
+
+import aiohttp
+import pytest
+import pytest_asyncio
+from telegram.ext import AIORateLimiter
+
+from bot.conversation import Conversations
+from bot.engine import Engine
+from bot.settings import from_env
+from bot.store.sqlite import SqliteStore
+from bot.telegram.app import TelegramBot
+
+from .fake_telegram import ApiError, FakeTelegram
+
+SECRET = "s3cret-token_123"
+
+
+@pytest_asyncio.fixture
+async def fake():
+    server = FakeTelegram()
+    await server.start()
+    yield server
+    await server.stop()
+
+
+class Harness:
+    """The bot running in this process, in polling or webhook mode."""
+
+    def __init__(self, fake: FakeTelegram, flow, db: Path, mode: str, port: int = 0):
+        self.fake, self.mode = fake, mode
+        env = {"TELEGRAM_BOT_TOKEN": fake.token, "TRIAGEBOT_API_URL": fake.base_url,
+               "TRIAGEBOT_DB": str(db), "TRIAGEBOT_MODE": mode,
+               "TRIAGEBOT_WEBHOOK_URL": "https://bot.example/hook/abc",
+               "TRIAGEBOT_WEBHOOK_SECRET": SECRET, "TRIAGEBOT_LISTEN": f"127.0.0.1:{port}"}
+        self.settings = from_env(env)
+        self.store = SqliteStore(db)
+        # Telegram's 30 messages/s would make the 50-person test take a minute; the
+        # limiter itself is python-telegram-bot's, configured higher here.
+        self.bot = TelegramBot(self.settings, Conversations(Engine(flow)), self.store,
+                               poll_timeout=1, retry_base=0.01,
+                               rate_limiter=AIORateLimiter(overall_max_rate=2000))
+        self.tasks: list[asyncio.Task] = []
+        self.runner = None
+        self.url = ""
+
+    async def __aenter__(self) -> Harness:
+        await self.bot.start()
+        if self.mode == "polling":
+            self.tasks.append(asyncio.create_task(self.bot.poll()))
+        else:
+            from aiohttp import web
+
+            self.runner = web.AppRunner(self.bot.webhook_app(), access_log=None)
+            await self.runner.setup()
+            site = web.TCPSite(self.runner, "127.0.0.1", 0)
+            await site.start()
+            port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+            self.url = f"http://127.0.0.1:{port}"
+            await self.bot.set_webhook()
+            # the public URL is https://bot.example/...; the fake delivers to us locally
+            self.fake.webhook["url"] = self.url + "/hook/abc"
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        self.bot.stopping.set()
+        for task in self.tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self.runner is not None:
+            await self.runner.cleanup()
+        await self.bot.stop()
+
+
+class Person:
+    """Someone chatting with the bot through the fake server."""
+
+    def __init__(self, fake: FakeTelegram, user_id: int):
+        self.fake, self.id = fake, user_id
+
+    def seen(self) -> int:
+        return len(self.fake.bot_messages(self.id))
+
+    def settled(self, before: int) -> bool:
+        """The bot has finished answering: its newest message is a question or an outcome."""
+        if self.seen() <= before:
+            return False
+        last = self.fake.bot_messages(self.id)[-1]
+        return bool(last.buttons()) or "This is not a diagnosis" in last.text
+
+    async def say(self, text: str, until=None) -> None:
+        before = self.seen()
+        self.fake.type(self.id, text)
+        await self.fake.wait(until or (lambda: self.settled(before)))
+
+    def question(self):
+        q = self.fake.last_question(self.id)
+        assert q is not None, "no question with buttons"
+        return q
+
+    async def press(self, label: str, wait_new: bool = True) -> None:
+        q = self.question()
+        data = next((d for text, d in q.buttons() if label in text), None)
+        assert data is not None, f"no button {label!r} in {q.buttons()}"
+        before, edits = self.seen(), q.edits
+        self.fake.press(self.id, q.message_id, data)
+        await self.fake.wait((lambda: self.settled(before)) if wait_new else
+                             (lambda: q.edits > edits))
+
+    async def tick(self, *labels: str) -> None:
+        for label in labels:
+            await self.press(label, wait_new=False)
+        await self.press("Done")
+
+    def last(self) -> str:
+        return self.fake.bot_messages(self.id)[-1].text
+
+    def transcript(self) -> str:
+        return "\n---\n".join(m.text for m in self.fake.bot_messages(self.id))
+
+
+async def emergency_by_buttons(p: Person) -> None:
+    await p.say("/start")
+    await p.say("45")
+    await p.press("Male")
+    await p.press("Lower back")
+    await p.tick("Numbness or tingling around the genitals")
+
+
+async def self_care_by_typing(p: Person) -> None:
+    for text in ("/start", "33", "Female, not pregnant", "lower back", "none", "not measured",
+                 "none", "mild", "2 days", "none", "none"):
+        await p.say(text)
+
+
+@pytest.mark.parametrize("mode", ["polling", "webhook"])
+async def test_a_red_flag_interview_by_buttons_ends_in_emergency(fake, flow, tmp_path, mode):
+    async with Harness(fake, flow, tmp_path / "bot.sqlite3", mode):
+        p = Person(fake, 501)
+        await emergency_by_buttons(p)
+        assert p.last().startswith("🔴 EMERGENCY: CALL 112 NOW")
+        assert "cauda equina" in p.last() and "not a doctor" in p.last()
+        sex = next(m for m in fake.bot_messages(501) if "registered at birth" in m.text)
+        assert sex.text.endswith("✓ Male") and not sex.buttons(), "answered and closed"
+        assert all(answered for answered in fake.queries.values()), "every press answered"
+        assert fake.errors == []
+
+
+@pytest.mark.parametrize("mode", ["polling", "webhook"])
+async def test_a_self_care_interview_by_typing(fake, flow, tmp_path, mode):
+    async with Harness(fake, flow, tmp_path / "bot.sqlite3", mode):
+        p = Person(fake, 502)
+        await self_care_by_typing(p)
+        assert p.last().startswith("🟢 SELF-CARE")
+        assert "nhs.uk/conditions/back-pain" in json.dumps(fake.calls[-1][1])
+        assert fake.errors == []
+        assert len([m for m in fake.bot_messages(502) if m.buttons()]) == 0, \
+            "typed answers close the keyboards of the questions they answer"
+
+
+async def test_commands_are_registered_and_unknown_ones_get_help(fake, flow, tmp_path):
+    async with Harness(fake, flow, tmp_path / "bot.sqlite3", "polling"):
+        assert {c["command"] for c in fake.commands} >= {"start", "restart", "back", "help",
+                                                         "privacy", "forget"}
+        p = Person(fake, 503)
+        await p.say("/frobnicate", until=lambda: p.seen() == 1)
+        assert "/restart" in p.last() and "not a doctor" in p.last()
+        await p.say("/privacy", until=lambda: p.seen() == 2)
+        assert "30 days" in p.last()
+
+
+async def test_stickers_long_text_and_edits_get_a_polite_answer(fake, flow, tmp_path):
+    async with Harness(fake, flow, tmp_path / "bot.sqlite3", "polling"):
+        p = Person(fake, 504)
+        await p.say("/start")
+        before = p.seen()
+        fake.send(504, {"sticker": {"file_id": "x", "file_unique_id": "y", "width": 1,
+                                    "height": 1, "is_animated": False, "is_video": False,
+                                    "type": "regular"}})
+        await fake.wait(lambda: p.settled(before))
+        assert "stickers" in fake.bot_messages(504)[-2].text
+        assert "How old" in p.last(), "the question again"
+        await p.say("x" * 5000)
+        assert "How old" in p.last() and "longer than I can read" in \
+            fake.bot_messages(504)[-2].text
+        before = p.seen()
+        fake.raw({"edited_message": {"message_id": 1, "date": 0, "edit_date": 1, "text": "46",
+                                     "chat": {"id": 504, "type": "private", "first_name": "U"},
+                                     "from": {"id": 504, "is_bot": False, "first_name": "U"}}})
+        await fake.wait(lambda: p.seen() > before)
+        assert "did not change anything" in p.last()
+        assert fake.errors == []
+
+
+async def test_a_stale_button_is_answered_and_never_recorded(fake, flow, tmp_path):
+    async with Harness(fake, flow, tmp_path / "bot.sqlite3", "polling"):
+        p = Person(fake, 505)
+        await p.say("/start")
+        await p.say("45")
+        old = p.question()
+        old_male = next(d for t, d in old.buttons() if t == "Male")
+        await p.say("/restart")
+        before = p.seen()
+        fake.press(505, old.message_id, old_male)
+        await fake.wait(lambda: p.settled(before))
+        assert any("earlier check" in m.text for m in fake.bot_messages(505)[before:])
+        assert "How old" in p.last()
+        assert all(fake.queries.values())
+
+
+async def test_two_fast_presses_on_one_keyboard_record_one_answer(fake, flow, tmp_path):
+    async with Harness(fake, flow, tmp_path / "bot.sqlite3", "polling") as h:
+        p = Person(fake, 506)
+        await p.say("/start")
+        await p.say("45")
+        q = p.question()
+        male = next(d for t, d in q.buttons() if t == "Male")
+        female = next(d for t, d in q.buttons() if t.startswith("Female, not"))
+        fake.press(506, q.message_id, male)
+        fake.press(506, q.message_id, female)
+        await fake.wait(lambda: all(fake.queries.values()) and "back pain?" in p.last())
+        await asyncio.sleep(0.3)
+        async with h.store.update(None, _key(506)) as tx:
+            answers = [a for a in tx.conversation.session.answers if a.finding == "sex"]
+        assert [a.value for a in answers] == ["male"]
+
+
+async def test_back_and_restart_buttons(fake, flow, tmp_path):
+    async with Harness(fake, flow, tmp_path / "bot.sqlite3", "polling"):
+        p = Person(fake, 507)
+        await p.say("/start")
+        await p.say("45")
+        await p.press("« Back")
+        assert "How old" in p.last()
+        await p.say("50")
+        await p.press("Start over")
+        assert "How old" in p.last()
+
+
+async def test_a_blocked_person_is_marked_and_not_sent_to(fake, flow, tmp_path):
+    async with Harness(fake, flow, tmp_path / "bot.sqlite3", "polling") as h:
+        p = Person(fake, 508)
+        await p.say("/start")
+        fake.blocked.add(508)
+        fake.type(508, "45")
+        await fake.wait(lambda: any(code == 403 for _, code, _ in fake.errors))
+        await asyncio.sleep(0.2)
+        db = sqlite3.connect(h.settings.db)
+        assert db.execute("SELECT blocked FROM conversations WHERE user_id = 508").fetchone() \
+            == (1,)
+        assert db.execute("SELECT count(*) FROM outbox").fetchone() == (0,)
+
+
+async def test_429_and_network_errors_are_retried_so_no_reply_is_lost(fake, flow, tmp_path):
+    async with Harness(fake, flow, tmp_path / "bot.sqlite3", "polling"):
+        fake.failures["sendMessage"] = [
+            ApiError(429, "Too Many Requests: retry after 1", retry_after=1),
+            ApiError(502, "Bad Gateway")]
+        p = Person(fake, 509)
+        await p.say("/start")
+        assert "How old" in p.last()
+        assert [code for _, code, _ in fake.errors] == [429, 502]
+
+
+async def test_forget_erases_every_row_about_the_person(fake, flow, tmp_path):
+    async with Harness(fake, flow, tmp_path / "bot.sqlite3", "polling") as h:
+        other = Person(fake, 511)
+        await other.say("/start")
+        p = Person(fake, 510)
+        await p.say("/start")
+        await p.say("45")
+        await p.say("/forget")
+        await p.press("Yes, erase it", wait_new=False)
+        await fake.wait(lambda: "erased everything" in p.last())
+        assert "erased everything" in p.last()
+        db = sqlite3.connect(h.settings.db)
+        for table in ("conversations", "answer_log", "outbox"):
+            assert db.execute(f"SELECT count(*) FROM {table} WHERE user_id = 510").fetchone() \
+                == (0,), table
+        assert db.execute("SELECT count(*) FROM conversations WHERE user_id = 511").fetchone() \
+            == (1,)
+
+
+async def test_the_database_is_owner_only(fake, flow, tmp_path):
+    async with Harness(fake, flow, tmp_path / "bot.sqlite3", "polling") as h:
+        mode = stat.S_IMODE(h.settings.db.stat().st_mode)
+        assert mode & 0o077 == 0, oct(mode)
+
+
+async def test_fifty_people_at_once_all_finish_correctly(fake, flow, tmp_path):
+    async with Harness(fake, flow, tmp_path / "bot.sqlite3", "webhook"):
+        people = [Person(fake, 1000 + i) for i in range(50)]
+        scripts = [emergency_by_buttons if i % 2 else self_care_by_typing
+                   for i in range(50)]
+        await asyncio.gather(*(run(p) for run, p in zip(scripts, people, strict=True)))
+        for i, p in enumerate(people):
+            assert p.last().startswith("🔴" if i % 2 else "🟢"), p.transcript()[-300:]
+        assert fake.errors == []
+
+
+# ---------------------------------------------------------------- webhook contract
+
+
+async def test_the_webhook_checks_the_secret_and_the_body(fake, flow, tmp_path):
+    async with Harness(fake, flow, tmp_path / "bot.sqlite3", "webhook") as h, \
+            aiohttp.ClientSession() as http:
+        assert fake.webhook["secret"] == SECRET
+        assert set(fake.webhook["allowed"]) >= {"message", "callback_query"}
+        async with http.get(h.url + "/healthz") as r:
+            assert r.status == 200
+        update = {"update_id": 77, "message": {
+            "message_id": 1, "date": 0, "text": "/start",
+            "chat": {"id": 512, "type": "private", "first_name": "U"},
+            "from": {"id": 512, "is_bot": False, "first_name": "U"}}}
+        fake.chats.setdefault(512, [])
+        for headers, status in (({}, 401),
+                                ({"X-Telegram-Bot-Api-Secret-Token": "wrong"}, 403)):
+            async with http.post(h.url + "/hook/abc", json=update, headers=headers) as r:
+                assert r.status == status
+        good = {"X-Telegram-Bot-Api-Secret-Token": SECRET}
+        async with http.post(h.url + "/hook/abc", data=b"{not json", headers=good) as r:
+            assert r.status == 400
+        async with http.post(h.url + "/hook/abc", json={"hello": 1}, headers=good) as r:
+            assert r.status == 400
+        assert fake.bot_messages(512) == [], "nothing processed"
+        for _ in range(2):  # the same update delivered twice advances once
+            async with http.post(h.url + "/hook/abc", json=update, headers=good) as r:
+                assert r.status == 200
+        assert len([m for m in fake.bot_messages(512) if "How old" in m.text]) == 1
+        db = sqlite3.connect(h.settings.db)
+        assert db.execute("SELECT count(*) FROM processed_updates WHERE update_id = 77"
+                          ).fetchone() == (1,)
+
+
+def _key(user: int):
+    from bot.store import Key
+
+    return Key(user, user)
