@@ -119,6 +119,7 @@ class FakeTelegram:
         self._delivery: asyncio.Task | None = None
         self._session: aiohttp.ClientSession | None = None
         self._changed = asyncio.Condition()
+        self._closing = False
 
     # ------------------------------------------------------------ server
 
@@ -136,6 +137,8 @@ class FakeTelegram:
         return self.base_url
 
     async def stop(self) -> None:
+        self._closing = True
+        self._new_update.set()  # wake every long poll so the server can stop at once
         if self._delivery:
             self._delivery.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -222,7 +225,7 @@ class FakeTelegram:
             self.confirmed_offset = max(self.confirmed_offset, offset)
             self.updates = [u for u in self.updates if u["update_id"] >= offset]
         deadline = time.monotonic() + min(float(p.get("timeout", 0)), 50)
-        while not self.updates and time.monotonic() < deadline:
+        while not self.updates and time.monotonic() < deadline and not self._closing:
             self._new_update.clear()
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._new_update.wait(), deadline - time.monotonic())

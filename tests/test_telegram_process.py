@@ -1,0 +1,98 @@
+"""The bot as a real process: `kill -9` mid-interview loses nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sqlite3
+import sys
+
+import pytest_asyncio
+
+from .conftest import ROOT
+from .fake_telegram import FakeTelegram
+from .test_telegram import Person
+
+
+@pytest_asyncio.fixture
+async def fake():
+    server = FakeTelegram()
+    await server.start()
+    yield server
+    await server.stop()
+
+
+async def start_bot(fake: FakeTelegram, db) -> asyncio.subprocess.Process:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TRIAGEBOT_", "TELEGRAM_"))}
+    env.update({"TELEGRAM_BOT_TOKEN": fake.token, "TRIAGEBOT_API_URL": fake.base_url,
+                "TRIAGEBOT_DB": str(db), "TRIAGEBOT_MODE": "polling"})
+    commands_before = len([c for c in fake.calls if c[0] == "setMyCommands"])
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bot", "run", cwd=ROOT, env=env,
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+    await fake.wait(lambda: len([c for c in fake.calls if c[0] == "getUpdates"]) > 0 and
+                    len([c for c in fake.calls if c[0] == "setMyCommands"]) > commands_before,
+                    timeout=30)
+    return proc
+
+
+async def kill9(proc: asyncio.subprocess.Process) -> None:
+    proc.send_signal(signal.SIGKILL)
+    await proc.wait()
+
+
+async def test_kill_9_mid_interview_then_the_last_button_still_works(fake, tmp_path):
+    db = tmp_path / "bot.sqlite3"
+    proc = await start_bot(fake, db)
+    p = Person(fake, 601)
+    try:
+        await p.say("/start")
+        await p.say("45")
+        await p.press("Male")
+        question = p.question()
+        assert "back pain?" in question.text
+        await kill9(proc)
+        fake.calls.clear()
+        proc = await start_bot(fake, db)
+        await p.press("Lower back")
+        assert "Is any of these happening now?" in p.last()
+        await p.tick("in the chest")
+        assert p.last().startswith("🔴 EMERGENCY")
+        assert "age: 45 years" not in p.last()  # only the answers that raised the level
+        rows = sqlite3.connect(db).execute(
+            "SELECT finding, value FROM answer_log WHERE user_id = 601 AND event = 'answer'"
+        ).fetchall()
+        answers = {f: json.loads(v) for f, v in rows}
+        assert answers["age_years"] == 45.0 and answers["sex"] == "male"
+        assert answers["back_pain_location"] == "lower" and answers["chest_pain"] is True
+    finally:
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGTERM)
+            await asyncio.wait_for(proc.wait(), 30)
+    assert proc.returncode == 0, "SIGTERM shuts down cleanly"
+
+
+async def test_replies_committed_before_a_crash_are_sent_on_the_next_start(fake, tmp_path):
+    db = tmp_path / "bot.sqlite3"
+    proc = await start_bot(fake, db)
+    p = Person(fake, 602)
+    await p.say("/start")
+    await kill9(proc)
+    with sqlite3.connect(db) as conn:  # as if the bot died between commit and send
+        conn.execute("INSERT INTO outbox (chat_id, user_id, method, params) VALUES (?, ?, ?, ?)",
+                     (602, 602, "sendMessage", json.dumps({"chat_id": 602, "text": "left over",
+                                                           "parse_mode": "HTML"})))
+    proc = await start_bot(fake, db)
+    try:
+        await fake.wait(lambda: p.last() == "left over")
+        for _ in range(100):  # it is deleted from the outbox once Telegram accepted it
+            if sqlite3.connect(db).execute("SELECT count(*) FROM outbox").fetchone() == (0,):
+                break
+            await asyncio.sleep(0.05)
+        else:
+            raise AssertionError("the sent call is still in the outbox")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(proc.wait(), 30)
