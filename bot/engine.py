@@ -80,7 +80,7 @@ class Engine:
     def __init__(self, flow: Flow, emergency_number: str = DEFAULT_EMERGENCY_NUMBER):
         self.flow = flow
         self.emergency_number = emergency_number
-        self._last: tuple[tuple[Answer, ...], dict] = ((), flow.vocabulary.absent_values())
+        self._last: tuple[tuple[Answer, ...], dict] = ((), rulebook.values_of(flow, ()))
         self._asks: dict[tuple, Ask] = {}  # bounded by the flow's questions and languages
         self._by_id = {r.id: r for r in flow.rules}
         self._order = {r.id: i for i, r in enumerate(flow.rules)}

@@ -346,3 +346,44 @@ def _key(user: int):
     from bot.store import Key
 
     return Key(user, user)
+
+
+async def test_in_a_group_the_bot_never_starts_an_interview(fake, flow, tmp_path):
+    async with Harness(fake, flow, tmp_path / "bot.sqlite3", "polling"):
+        fake.chats.setdefault(-100, [])
+        fake.raw({"message": {"message_id": 9, "date": 0, "text": "/start@triage_test_bot",
+                              "chat": {"id": -100, "type": "group", "title": "Clinic"},
+                              "from": {"id": 513, "is_bot": False, "first_name": "U"}}})
+        fake.raw({"message": {"message_id": 10, "date": 0, "text": "my back hurts",
+                              "chat": {"id": -100, "type": "group", "title": "Clinic"},
+                              "from": {"id": 513, "is_bot": False, "first_name": "U"}}})
+        await fake.wait(lambda: len(fake.bot_messages(-100)) == 1)
+        await asyncio.sleep(0.3)
+        assert len(fake.bot_messages(-100)) == 1, "ordinary group messages are ignored"
+        assert "private chat" in fake.bot_messages(-100)[0].text
+
+
+async def test_old_conversations_are_deleted_after_the_retention(fake, flow, tmp_path):
+    async with Harness(fake, flow, tmp_path / "bot.sqlite3", "polling") as h:
+        for user in (514, 515):
+            await Person(fake, user).say("/start")
+        db = sqlite3.connect(h.settings.db)
+        with db:
+            db.execute("UPDATE conversations SET updated_at = updated_at - 31 * 86400 "
+                       "WHERE user_id = 514")
+        assert await h.store.purge(30) == 1
+        assert db.execute("SELECT user_id FROM conversations").fetchall() == [(515,)]
+        assert db.execute("SELECT count(*) FROM answer_log WHERE user_id = 514").fetchone() \
+            == (0,)
+
+
+async def test_the_schema_is_migrated_once_and_recorded(tmp_path):
+    store = SqliteStore(tmp_path / "m.sqlite3")
+    await store.open()
+    assert await store.migrate() == 1
+    await store.close()
+    await store.open()  # again: nothing to apply, nothing broken
+    assert await store.migrate() == 1
+    await store.close()
+    db = sqlite3.connect(tmp_path / "m.sqlite3")
+    assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)

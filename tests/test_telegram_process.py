@@ -72,6 +72,10 @@ async def test_kill_9_mid_interview_then_the_last_button_still_works(fake, tmp_p
             proc.send_signal(signal.SIGTERM)
             await asyncio.wait_for(proc.wait(), 30)
     assert proc.returncode == 0, "SIGTERM shuts down cleanly"
+    log = (await proc.stderr.read()).decode()
+    assert "ready as @triage_test_bot" in log
+    for secret in (fake.token, "Lower back", "Male", "in the chest"):
+        assert secret not in log, f"{secret!r} reached the log"
 
 
 async def test_replies_committed_before_a_crash_are_sent_on_the_next_start(fake, tmp_path):
