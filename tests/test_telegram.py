@@ -387,3 +387,27 @@ async def test_the_schema_is_migrated_once_and_recorded(tmp_path):
     await store.close()
     db = sqlite3.connect(tmp_path / "m.sqlite3")
     assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+
+
+async def test_polling_confirms_an_update_only_after_it_is_handled(fake, flow, tmp_path):
+    async with Harness(fake, flow, tmp_path / "bot.sqlite3", "polling"):
+        p = Person(fake, 516)
+        uid = fake.type(516, "/start")
+        await fake.wait(lambda: p.settled(0))
+        await fake.wait(lambda: fake.confirmed_offset > uid)
+        methods = [(m, params) for m, params in fake.calls]
+        first_reply = next(i for i, (m, _) in enumerate(methods) if m == "sendMessage")
+        confirm = next(i for i, (m, params) in enumerate(methods)
+                       if m == "getUpdates" and params.get("offset", 0) > uid)
+        assert first_reply < confirm, "the offset moved only after the state was committed"
+
+
+async def test_telegram_redelivers_to_a_webhook_that_is_not_ready_yet(fake, flow, tmp_path):
+    async with Harness(fake, flow, tmp_path / "bot.sqlite3", "webhook") as h:
+        h.bot.ready = False  # as during start-up: 503
+        p = Person(fake, 517)
+        uid = fake.type(517, "/start")
+        await fake.wait(lambda: fake.attempts.get(uid, 0) >= 2)
+        assert p.seen() == 0
+        h.bot.ready = True
+        await fake.wait(lambda: p.settled(0) and fake.delivered.get(uid) == 1)
