@@ -298,7 +298,7 @@ async def test_the_database_is_owner_only(fake, flow, tmp_path):
 
 
 async def test_fifty_people_at_once_all_finish_correctly(fake, flow, tmp_path):
-    async with Harness(fake, flow, tmp_path / "bot.sqlite3", "webhook"):
+    async with Harness(fake, flow, tmp_path / "bot.sqlite3", "webhook") as h:
         people = [Person(fake, 1000 + i) for i in range(50)]
         scripts = [emergency_by_buttons if i % 2 else self_care_by_typing
                    for i in range(50)]
@@ -306,6 +306,7 @@ async def test_fifty_people_at_once_all_finish_correctly(fake, flow, tmp_path):
         for i, p in enumerate(people):
             assert p.last().startswith("🔴" if i % 2 else "🟢"), p.transcript()[-300:]
         assert fake.errors == []
+        await fake.wait(lambda: len(h.bot.locks) == 0)  # per-person locks are released
 
 
 # ---------------------------------------------------------------- webhook contract

@@ -56,6 +56,30 @@ POLL_TIMEOUT = 25  # seconds of long polling per getUpdates
 FAILED_UPDATE_ATTEMPTS = 3  # then an update that keeps failing is skipped (and logged)
 
 
+class KeyedLocks:
+    """One lock per person, dropped when nobody holds or waits for it (bounded memory)."""
+
+    def __init__(self) -> None:
+        self._locks: dict[Key, tuple[asyncio.Lock, int]] = {}
+
+    @contextlib.asynccontextmanager
+    async def __call__(self, key: Key):
+        lock, users = self._locks.get(key, (asyncio.Lock(), 0))
+        self._locks[key] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._locks[key]
+            if users == 1:
+                del self._locks[key]
+            else:
+                self._locks[key] = (lock, users - 1)
+
+    def __len__(self) -> int:
+        return len(self._locks)
+
+
 class Blocked(Exception):
     """The person blocked the bot (403): stop sending to them."""
 
@@ -69,7 +93,7 @@ class TelegramBot:
         self.store = store
         self.poll_timeout = poll_timeout
         self.retry_base = retry_base
-        self.locks: defaultdict[Key, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self.locks = KeyedLocks()
         self.results: dict[int, bool] = {}
         self.ready = False
         self.stopping = asyncio.Event()
@@ -128,7 +152,7 @@ class TelegramBot:
             return True
         key, event = read
         decision: Decision | None = None
-        async with self.locks[key]:
+        async with self.locks(key):
             async with self.store.update(update.update_id, key) as tx:
                 if not tx.duplicate:
                     conv = tx.conversation
