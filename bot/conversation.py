@@ -115,6 +115,9 @@ class Conversations:
         if session is None:  # anything before /start begins the check
             return self._run(conv, Start(), new_interview=True)
         if event.kind == "button":
+            if event.button is None:  # not one of our buttons (or its data was lost)
+                decision = self._remind(conv, self.texts.stale)
+                return replace(decision, toast=self.texts.stale)
             return self._button(conv, event)
         if event.kind == "other" or (event.kind == "text" and len(event.text) > MAX_TYPED):
             notice = self.texts.not_text if event.kind == "other" else self.texts.too_long

@@ -18,7 +18,7 @@ from bot.conversation import Conversations
 from bot.engine import Engine
 from bot.settings import from_env
 from bot.store.sqlite import SqliteStore
-from bot.telegram.app import TelegramBot
+from bot.telegram.app import ChatPacer, TelegramBot
 
 from .fake_telegram import ApiError, FakeTelegram
 
@@ -48,7 +48,8 @@ class Harness:
         # limiter itself is python-telegram-bot's, configured higher here.
         self.bot = TelegramBot(self.settings, Conversations(Engine(flow)), self.store,
                                poll_timeout=1, retry_base=0.01,
-                               rate_limiter=AIORateLimiter(overall_max_rate=2000))
+                               rate_limiter=AIORateLimiter(overall_max_rate=2000),
+                               pacer=ChatPacer(burst=1000, per_seconds=1))
         self.tasks: list[asyncio.Task] = []
         self.runner = None
         self.url = ""
@@ -412,3 +413,40 @@ async def test_telegram_redelivers_to_a_webhook_that_is_not_ready_yet(fake, flow
         assert p.seen() == 0
         h.bot.ready = True
         await fake.wait(lambda: p.settled(0) and fake.delivered.get(uid) == 1)
+
+
+async def test_replies_to_one_chat_are_paced(fake, flow, tmp_path):
+    """Telegram asks for about one message a second per chat; a short burst is fine."""
+    async with Harness(fake, flow, tmp_path / "bot.sqlite3", "polling") as h:
+        h.bot.pacer = ChatPacer(burst=2, per_seconds=1.0)
+        p = Person(fake, 518)
+        started = asyncio.get_running_loop().time()
+        await p.say("/start")  # welcome + question: within the burst
+        await p.say("/privacy", until=lambda: "30 days" in p.last())
+        await p.say("/help", until=lambda: "/restart" in p.last())
+        elapsed = asyncio.get_running_loop().time() - started
+        assert elapsed >= 0.9, "the fourth message waited for the pace"
+
+
+async def test_a_button_without_our_data_gets_the_current_question(fake, flow, tmp_path):
+    async with Harness(fake, flow, tmp_path / "bot.sqlite3", "polling"):
+        p = Person(fake, 519)
+        await p.say("/start")
+        before = p.seen()
+        fake.press(519, p.question().message_id, "not-ours")
+        await fake.wait(lambda: p.settled(before))
+        assert "How old" in p.last() and all(fake.queries.values())
+
+
+async def test_blocking_the_bot_is_recorded_from_my_chat_member(fake, flow, tmp_path):
+    async with Harness(fake, flow, tmp_path / "bot.sqlite3", "polling") as h:
+        await Person(fake, 520).say("/start")
+        uid = fake.raw({"my_chat_member": {
+            "chat": {"id": 520, "type": "private", "first_name": "U"},
+            "from": {"id": 520, "is_bot": False, "first_name": "U"}, "date": 0,
+            "old_chat_member": {"status": "member", "user": fake._user()},
+            "new_chat_member": {"status": "kicked", "until_date": 0, "user": fake._user()}}})
+        await fake.wait(lambda: fake.confirmed_offset > uid)
+        db = sqlite3.connect(h.settings.db)
+        assert db.execute("SELECT blocked FROM conversations WHERE user_id = 520").fetchone() \
+            == (1,)

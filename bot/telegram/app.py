@@ -23,12 +23,13 @@ import logging
 import signal
 import time
 import warnings
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
 from aiohttp import web
+from aiolimiter import AsyncLimiter
 from telegram import BotCommand, Update
 from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter, TelegramError
 from telegram.ext import AIORateLimiter, Application, ContextTypes, TypeHandler
@@ -80,6 +81,26 @@ class KeyedLocks:
         return len(self._locks)
 
 
+class ChatPacer:
+    """About one message a second per chat, allowing a short burst (Telegram's advice).
+
+    python-telegram-bot's AIORateLimiter keeps the bot-wide 30 messages/s and the
+    group limits; this adds the per-chat pace for private chats. Limiters are
+    dropped when idle, so memory stays bounded.
+    """
+
+    def __init__(self, burst: int = 3, per_seconds: float = 3.0):
+        self.burst, self.per_seconds = burst, per_seconds
+        self._limiters: OrderedDict[int, AsyncLimiter] = OrderedDict()
+
+    async def wait(self, chat_id: int) -> None:
+        limiter = self._limiters.pop(chat_id, None) or AsyncLimiter(self.burst, self.per_seconds)
+        self._limiters[chat_id] = limiter  # most recently used last
+        while len(self._limiters) > 10_000:
+            self._limiters.popitem(last=False)
+        await limiter.acquire()
+
+
 class Blocked(Exception):
     """The person blocked the bot (403): stop sending to them."""
 
@@ -87,13 +108,14 @@ class Blocked(Exception):
 class TelegramBot:
     def __init__(self, settings: Settings, conversations: Conversations, store: SqliteStore,
                  *, poll_timeout: int = POLL_TIMEOUT, retry_base: float = 0.5,
-                 rate_limiter: AIORateLimiter | None = None):
+                 rate_limiter: AIORateLimiter | None = None, pacer: ChatPacer | None = None):
         self.settings = settings
         self.conversations = conversations
         self.store = store
         self.poll_timeout = poll_timeout
         self.retry_base = retry_base
         self.locks = KeyedLocks()
+        self.pacer = pacer or ChatPacer()
         self.results: dict[int, bool] = {}
         self.ready = False
         self.stopping = asyncio.Event()
@@ -144,6 +166,11 @@ class TelegramBot:
         log.error("framework error: %s", type(context.error).__name__)
 
     async def _handle(self, update: Update) -> bool:
+        member = update.my_chat_member
+        if member is not None and member.chat.type == "private" and \
+                member.new_chat_member.status == "kicked":
+            await self.store.set_blocked(Key(member.chat.id, member.from_user.id))
+            return True
         read = inputs.read(update, self.username)
         query = update.callback_query
         if read is None:
@@ -206,6 +233,8 @@ class TelegramBot:
         logged with its method and dropped, so one bad call never blocks a chat.
         """
         for attempt in range(SEND_ATTEMPTS):
+            if method == "sendMessage":
+                await self.pacer.wait(int(params["chat_id"]))
             try:
                 result = await self.application.bot.do_api_request(method, api_kwargs=params)
                 return result if result is not None else True
