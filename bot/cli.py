@@ -119,19 +119,6 @@ def _print_table(results, summary) -> None:
     print("safety requirement: " + ("met" if safe(summary) else "NOT MET"))
 
 
-class RedactToken:
-    """A logging filter: the bot token never reaches a log line, whoever logs it."""
-
-    def __init__(self, token: str):
-        self.token = token
-
-    def filter(self, record) -> bool:
-        message = record.getMessage()
-        if self.token in message:
-            record.msg, record.args = message.replace(self.token, "<token>"), ()
-        return True
-
-
 def cmd_run(args: argparse.Namespace) -> int:
     import asyncio
     import logging
@@ -148,8 +135,6 @@ def cmd_run(args: argparse.Namespace) -> int:
                             "`triagebot chat`")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: "
                         "%(message)s")
-    for handler in logging.getLogger().handlers:
-        handler.addFilter(RedactToken(settings.token))
     for noisy in ("httpx", "httpcore", "telegram", "aiohttp.access"):
         logging.getLogger(noisy).setLevel(logging.WARNING)  # URLs carry the token
     conversations = Conversations(Engine(flow, settings.emergency_number),

@@ -87,7 +87,8 @@ def test_a_checklist_keyboard_shows_ticks_and_done_only_when_something_is_ticked
     ask = Ask("danger", "checklist", "Any?", (Choice("a", "A"), Choice("b", "B")),
               (Choice("none", "None"), Choice("not_sure", "Not sure")), multi=True)
     plain = [b["text"] for row in render.question_markup(ask, 1)["inline_keyboard"] for b in row]
-    assert "☐ A" in plain and not any("Done" in t for t in plain)
+    assert "☐ 1. A" in plain and not any("Done" in t for t in plain)
     ticked = [b["text"] for row in render.question_markup(ask, 1, ("b",))["inline_keyboard"]
               for b in row]
-    assert "☑ B" in ticked and any("Done" in t for t in ticked)
+    assert "☑ 2. B" in ticked and any("Done" in t for t in ticked)
+    assert "1. A\n2. B" in render.question_text(ask)

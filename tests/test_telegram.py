@@ -450,3 +450,16 @@ async def test_blocking_the_bot_is_recorded_from_my_chat_member(fake, flow, tmp_
         db = sqlite3.connect(h.settings.db)
         assert db.execute("SELECT blocked FROM conversations WHERE user_id = 520").fetchone() \
             == (1,)
+
+
+async def test_a_bad_webhook_body_is_logged_without_its_content(fake, flow, tmp_path, caplog):
+    caplog.set_level("DEBUG")
+    async with Harness(fake, flow, tmp_path / "bot.sqlite3", "webhook") as h, \
+            aiohttp.ClientSession() as http:
+        body = b'{"update_id": "x", "message": {"text": "my saddle is numb"}}'
+        async with http.post(h.url + "/hook/abc", data=body,
+                             headers={"X-Telegram-Bot-Api-Secret-Token": SECRET}) as r:
+            assert r.status == 400
+    assert "not a valid update" in caplog.text
+    assert "saddle" not in caplog.text
+    assert fake.token not in caplog.text and "<token>" in caplog.text, "the token is redacted"

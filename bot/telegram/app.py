@@ -57,6 +57,27 @@ POLL_TIMEOUT = 25  # seconds of long polling per getUpdates
 FAILED_UPDATE_ATTEMPTS = 3  # then an update that keeps failing is skipped (and logged)
 
 
+def redact_token_everywhere(token: str) -> None:
+    """Make every log record, from any library, show `<token>` instead of the bot token.
+
+    python-telegram-bot and httpx log Bot API URLs (which contain the token) at
+    DEBUG/INFO; a record factory catches them whatever the handlers are.
+    """
+    previous = logging.getLogRecordFactory()
+    if getattr(previous, "redacts", None) == token:
+        return
+
+    def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = previous(*args, **kwargs)
+        message = record.getMessage()
+        if token in message:
+            record.msg, record.args = message.replace(token, "<token>"), ()
+        return record
+
+    factory.redacts = token  # type: ignore[attr-defined]
+    logging.setLogRecordFactory(factory)
+
+
 class KeyedLocks:
     """One lock per person, dropped when nobody holds or waits for it (bounded memory)."""
 
@@ -121,6 +142,7 @@ class TelegramBot:
         self.stopping = asyncio.Event()
         self.username: str | None = None
         assert settings.token, "checked by the CLI"
+        redact_token_everywhere(settings.token)
         self.application = (
             Application.builder().token(settings.token)
             .base_url(f"{settings.api_url}/bot").base_file_url(f"{settings.api_url}/file/bot")

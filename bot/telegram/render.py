@@ -82,9 +82,9 @@ def question_markup(ask: Ask, interview: int, ticked: tuple[str, ...] = (),
 
     rows: list[list[tuple[str, str]]] = []
     if ask.multi:
-        for choice in ask.options:
+        for n, choice in enumerate(ask.options, 1):  # the text lists them in full
             mark = TICKED if choice.id in ticked else UNTICKED
-            rows.append([(f"{mark} {choice.label}", data("t." + choice.id))])
+            rows.append([(f"{mark} {n}. {choice.label}", data("t." + choice.id))])
         if ticked:
             rows.append([(labels.done, data("=done"))])
         rows.append([(c.label, data(c.id)) for c in ask.extra])
@@ -100,8 +100,11 @@ def question_markup(ask: Ask, interview: int, ticked: tuple[str, ...] = (),
 
 
 def question_text(ask: Ask) -> str:
+    """The question in bold; a checklist lists its items in full (buttons get cut short)."""
     hint = f"<i>{esc(ask.hint)}</i>\n\n" if ask.hint else ""
-    return hint + f"<b>{esc(ask.text)}</b>"
+    items = "".join(f"\n{n}. {esc(c.label)}" for n, c in enumerate(ask.options, 1)) \
+        if ask.multi else ""
+    return hint + f"<b>{esc(ask.text)}</b>" + (f"\n{items}" if items else "")
 
 
 def outcome_text(o: Outcome, headings: dict[str, str]) -> str:
