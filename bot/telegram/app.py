@@ -226,7 +226,16 @@ class TelegramBot:
     # ------------------------------------------------------------ sending
 
     async def flush(self, key: Key | None = None) -> None:
-        """Make every committed call still in the outbox, oldest first."""
+        """Make every committed call still in the outbox, oldest first.
+
+        Called with a key under that person's lock; without one (at start and
+        hourly) it takes each person's lock in turn, so no call goes out twice.
+        """
+        if key is None:
+            for person in dict.fromkeys(out.key for out in await self.store.pending()):
+                async with self.locks(person):
+                    await self.flush(person)
+            return
         for out in await self.store.pending(key):
             try:
                 ok = await self._send(out)
