@@ -11,7 +11,6 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-import pytest_asyncio
 from telegram.ext import AIORateLimiter
 
 from bot.conversation import Conversations
@@ -23,14 +22,6 @@ from bot.telegram.app import ChatPacer, TelegramBot
 from .fake_telegram import ApiError, FakeTelegram
 
 SECRET = "s3cret-token_123"
-
-
-@pytest_asyncio.fixture
-async def fake():
-    server = FakeTelegram()
-    await server.start()
-    yield server
-    await server.stop()
 
 
 class Harness:

@@ -9,19 +9,9 @@ import signal
 import sqlite3
 import sys
 
-import pytest_asyncio
-
 from .conftest import ROOT
 from .fake_telegram import FakeTelegram
 from .test_telegram import Person
-
-
-@pytest_asyncio.fixture
-async def fake():
-    server = FakeTelegram()
-    await server.start()
-    yield server
-    await server.stop()
 
 
 async def start_bot(fake: FakeTelegram, db) -> asyncio.subprocess.Process:
