@@ -57,6 +57,19 @@ POLL_TIMEOUT = 25  # seconds of long polling per getUpdates
 FAILED_UPDATE_ATTEMPTS = 3  # then an update that keeps failing is skipped (and logged)
 
 
+# Libraries that log request bodies or SQL parameters at DEBUG, which would put health
+# answers in the logs (python-telegram-bot logs every API call's parameters; aiosqlite
+# every statement with its values). They never log below INFO here.
+QUIET_LIBRARIES = ("telegram", "httpx", "httpcore", "aiosqlite", "aiohttp.access")
+
+
+def keep_answers_out_of_logs() -> None:
+    for name in QUIET_LIBRARIES:
+        logger = logging.getLogger(name)
+        if logger.level == logging.NOTSET or logger.level < logging.INFO:
+            logger.setLevel(logging.INFO)
+
+
 def redact_token_everywhere(token: str) -> None:
     """Make every log record, from any library, show `<token>` instead of the bot token.
 
@@ -143,6 +156,7 @@ class TelegramBot:
         self.username: str | None = None
         assert settings.token, "checked by the CLI"
         redact_token_everywhere(settings.token)
+        keep_answers_out_of_logs()
         self.application = (
             Application.builder().token(settings.token)
             .base_url(f"{settings.api_url}/bot").base_file_url(f"{settings.api_url}/file/bot")
