@@ -7,6 +7,7 @@ vignette run); 2 the command could not run (bad settings or arguments).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -138,9 +139,77 @@ def cmd_run(args: argparse.Namespace) -> int:
     for noisy in ("httpx", "httpcore", "telegram", "aiohttp.access"):
         logging.getLogger(noisy).setLevel(logging.WARNING)  # URLs carry the token
     conversations = Conversations(Engine(flow, settings.emergency_number),
-                                  retention_days=settings.retention_days)
+                                  retention_days=settings.retention_days,
+                                  staff_chat=settings.staff_chat,
+                                  staff_chats=dict(settings.staff_chats))
     bot = TelegramBot(settings, conversations, SqliteStore(settings.db))
     asyncio.run(run(bot))
+    return 0
+
+
+def cmd_invite(args: argparse.Namespace) -> int:
+    """Post (and pin) the invitation with the deep-link button in a group or channel."""
+    import asyncio
+
+    from telegram import Bot
+
+    from bot.conversation import BotTexts, Conversations
+
+    settings = from_env()
+    if not settings.token:
+        raise SettingsError("TELEGRAM_BOT_TOKEN is not set: the invitation is sent as the bot")
+    flow = _pick(_load([settings.flows]), None)
+
+    async def post() -> int:
+        bot = Bot(settings.token, base_url=f"{settings.api_url}/bot")
+        async with bot:
+            conversations = Conversations(Engine(flow, settings.emergency_number),
+                                          texts=BotTexts(), token=settings.token,
+                                          username=bot.username)
+            (method, params), = conversations.invitation(args.chat)
+            message = await bot.do_api_request(method, api_kwargs=params)
+            if args.pin:
+                await bot.pin_chat_message(args.chat, message["message_id"],
+                                           disable_notification=True)
+            return message["message_id"]
+
+    message_id = asyncio.run(post())
+    print(f"posted the invitation as message {message_id} in chat {args.chat}"
+          + (" and pinned it" if args.pin else ""))
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """Anonymised outcomes as CSV: day, source group, level, rules fired, questions asked."""
+    import asyncio
+    import csv
+    import datetime as dt
+
+    from bot.store.sqlite import SqliteStore
+
+    settings = from_env()
+    try:
+        since = dt.datetime.strptime(args.since, "%Y-%m-%d").replace(tzinfo=dt.UTC)
+    except ValueError:
+        raise SettingsError(f"--since {args.since!r}: use a date like 2026-01-31") from None
+    if not settings.db.exists():
+        raise SettingsError(f"no database at {settings.db}: set TRIAGEBOT_DB")
+
+    async def rows() -> list[tuple]:
+        store = SqliteStore(settings.db)
+        await store.open()
+        try:
+            return await store.export(since.timestamp())
+        finally:
+            await store.close()
+
+    data = asyncio.run(rows())
+    with contextlib.ExitStack() as stack:
+        out = stack.enter_context(open(args.out, "w", newline="", encoding="utf-8")) \
+            if args.out else sys.stdout
+        writer = csv.writer(out)
+        writer.writerow(["date", "source_group", "level", "rules", "questions"])
+        writer.writerows(data)
     return 0
 
 
@@ -168,6 +237,17 @@ def build_parser() -> argparse.ArgumentParser:
     graph_.add_argument("flow", help="flow id or YAML file")
     graph_.add_argument("--format", choices=("mermaid", "dot"), default="mermaid")
     graph_.set_defaults(func=cmd_graph)
+
+    invite = sub.add_parser("invite", help="post the private-check invitation in a group")
+    invite.add_argument("--chat", type=int, required=True, help="group or channel chat id")
+    invite.add_argument("--lang", default="en", help="language code (default en)")
+    invite.add_argument("--pin", action="store_true", help="pin the invitation")
+    invite.set_defaults(func=cmd_invite)
+
+    export = sub.add_parser("export", help="anonymised outcomes as CSV for reporting")
+    export.add_argument("--since", required=True, help="first day, e.g. 2026-01-01 (UTC)")
+    export.add_argument("--out", help="write to this file instead of standard output")
+    export.set_defaults(func=cmd_export)
 
     eval_ = sub.add_parser("eval", help="run clinical vignettes and print the metrics")
     eval_.add_argument("file", help="vignette YAML (format: VIGNETTES-FORMAT.md)")

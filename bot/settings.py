@@ -21,7 +21,8 @@ MODES = ("polling", "webhook")
 ENV_VARS = (
     "TELEGRAM_BOT_TOKEN", "TRIAGEBOT_API_URL", "TRIAGEBOT_DB", "TRIAGEBOT_MODE",
     "TRIAGEBOT_WEBHOOK_URL", "TRIAGEBOT_WEBHOOK_SECRET", "TRIAGEBOT_LISTEN", "TRIAGEBOT_FLOWS",
-    "TRIAGEBOT_EMERGENCY_NUMBER", "TRIAGEBOT_RETENTION_DAYS",
+    "TRIAGEBOT_EMERGENCY_NUMBER", "TRIAGEBOT_RETENTION_DAYS", "TRIAGEBOT_STAFF_CHAT",
+    "TRIAGEBOT_STAFF_CHATS", "TRIAGEBOT_ADMINS",
 )
 
 
@@ -38,6 +39,9 @@ class Settings:
     flows: Path
     emergency_number: str
     retention_days: float = 30.0
+    staff_chat: int | None = None
+    staff_chats: tuple[tuple[int, int], ...] = ()  # (source group, staff chat)
+    admins: frozenset[int] = frozenset()
 
     def __repr__(self) -> str:  # the token and secret never reach a log
         return (f"Settings(mode={self.mode!r}, api_url={self.api_url!r}, db={str(self.db)!r}, "
@@ -75,6 +79,16 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
     if mode == "webhook" and not (webhook_url or "").startswith("https://"):
         raise SettingsError("webhook mode needs TRIAGEBOT_WEBHOOK_URL, the public https:// "
                             "address Telegram should call")
+    staff_chat = _chat_id(env.get("TRIAGEBOT_STAFF_CHAT", ""), "TRIAGEBOT_STAFF_CHAT")
+    staff_chats = []
+    for pair in filter(None, (p.strip() for p in env.get("TRIAGEBOT_STAFF_CHATS", "").split(","))):
+        group, sep, staff = pair.partition("=")
+        if not sep:
+            raise SettingsError(f"TRIAGEBOT_STAFF_CHATS entry {pair!r} must be GROUP_ID=STAFF_ID")
+        staff_chats.append((_chat_id(group, "TRIAGEBOT_STAFF_CHATS"),
+                            _chat_id(staff, "TRIAGEBOT_STAFF_CHATS")))
+    admins = frozenset(_chat_id(a, "TRIAGEBOT_ADMINS")
+                       for a in env.get("TRIAGEBOT_ADMINS", "").replace(" ", "").split(",") if a)
     return Settings(
         token=env.get("TELEGRAM_BOT_TOKEN") or None,
         api_url=env.get("TRIAGEBOT_API_URL", DEFAULT_API_URL).rstrip("/"),
@@ -87,4 +101,18 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         flows=flows,
         emergency_number=number,
         retention_days=retention_days,
+        staff_chat=staff_chat,
+        staff_chats=tuple(staff_chats),
+        admins=admins,
     )
+
+
+def _chat_id(text: str, name: str) -> int | None:  # type: ignore[return]
+    text = text.strip()
+    if not text:
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise SettingsError(f"{name}: {text!r} is not a Telegram chat or user id (a number such "
+                            "as -1001234567890)") from None

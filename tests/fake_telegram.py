@@ -31,6 +31,17 @@ JSON_FIELDS = {"reply_markup", "allowed_updates", "commands", "link_preview_opti
                "reply_parameters", "entities"}
 
 
+ADMIN_RIGHTS = ("can_be_edited", "is_anonymous", "can_manage_chat", "can_delete_messages",
+                "can_manage_video_chats", "can_restrict_members", "can_promote_members",
+                "can_change_info", "can_invite_users", "can_post_stories", "can_edit_stories",
+                "can_delete_stories")
+MEMBER_FIELDS: dict[str, dict[str, Any]] = {
+    "kicked": {"until_date": 0},
+    "administrator": dict.fromkeys(ADMIN_RIGHTS, False) | {"can_post_messages": True,
+                                                            "can_pin_messages": True},
+}
+
+
 class ApiError(Exception):
     def __init__(self, code: int, description: str, retry_after: int | None = None):
         super().__init__(description)
@@ -108,6 +119,8 @@ class FakeTelegram:
     queries: dict[str, bool] = field(default_factory=dict)  # id -> answered
     failures: dict[str, list[ApiError]] = field(default_factory=dict)  # injected, per method
     delivered: dict[int, int] = field(default_factory=dict)  # update id -> webhook 2xx count
+    pinned: dict[int, int] = field(default_factory=dict)  # chat -> pinned message id
+    chat_types: dict[int, tuple[str, str]] = field(default_factory=dict)  # chat -> (type, title)
     attempts: dict[int, int] = field(default_factory=dict)  # update id -> webhook attempts
 
     def __post_init__(self) -> None:
@@ -260,10 +273,21 @@ class FakeTelegram:
             raise ApiError(400, "Bad Request: message is too long")
         return shown, raw
 
+    def add_chat(self, chat_id: int, kind: str, title: str) -> None:
+        """A group, supergroup or channel the bot has been added to."""
+        self.chats.setdefault(chat_id, [])
+        self.chat_types[chat_id] = (kind, title)
+
+    def _chat_json(self, chat_id: int) -> dict[str, Any]:
+        if chat_id in self.chat_types:
+            kind, title = self.chat_types[chat_id]
+            return {"id": chat_id, "type": kind, "title": title}
+        return {"id": chat_id, "type": "private", "first_name": f"User{chat_id}"}
+
     def _message_json(self, m: Message) -> dict[str, Any]:
         out: dict[str, Any] = {
             "message_id": m.message_id, "date": int(time.time()), "text": m.text,
-            "chat": {"id": m.chat_id, "type": "private", "first_name": f"User{m.chat_id}"},
+            "chat": self._chat_json(m.chat_id),
             "from": self._user() if m.from_bot else self._person(m.chat_id)}
         if m.reply_markup and m.reply_markup.get("inline_keyboard"):
             out["reply_markup"] = m.reply_markup
@@ -305,6 +329,13 @@ class FakeTelegram:
         m.reply_markup, m.edits = markup, m.edits + 1
         return self._message_json(m)
 
+    async def api_pinchatmessage(self, p: dict) -> bool:
+        chat = self._chat(p["chat_id"])
+        if (chat, int(p["message_id"])) not in self.messages:
+            raise ApiError(400, "Bad Request: message to pin not found")
+        self.pinned[chat] = int(p["message_id"])
+        return True
+
     async def api_answercallbackquery(self, p: dict) -> bool:
         qid = str(p["callback_query_id"])
         if self.queries.get(qid, True):
@@ -343,14 +374,31 @@ class FakeTelegram:
     def raw(self, update: dict[str, Any]) -> int:
         return self._push(update)
 
-    def press(self, user_id: int, message_id: int, data: str) -> int:
-        """The person presses an inline button on one of the bot's messages."""
-        m = self.messages[(user_id, message_id)]
+    def press(self, user_id: int, message_id: int, data: str, chat_id: int | None = None,
+              username: str | None = None) -> int:
+        """Someone presses an inline button on one of the bot's messages (in `chat_id`,
+        by default their private chat)."""
+        m = self.messages[(chat_id or user_id, message_id)]
         qid = str(next(self._query_ids))
         self.queries[qid] = False
+        person = self._person(user_id) | ({"username": username} if username else {})
         return self._push({"callback_query": {
-            "id": qid, "from": self._person(user_id), "chat_instance": str(user_id),
+            "id": qid, "from": person, "chat_instance": str(m.chat_id),
             "data": data, "message": self._message_json(m)}})
+
+    def group_message(self, chat_id: int, user_id: int, text: str) -> int:
+        """Someone writes in a group the bot is in."""
+        return self._push({"message": {
+            "message_id": next(self._msg_ids), "date": int(time.time()), "text": text,
+            "chat": self._chat_json(chat_id), "from": self._person(user_id)}})
+
+    def member_update(self, chat_id: int, status: str) -> int:
+        """The bot was added to, promoted in or removed from a chat."""
+        bot = {"user": self._user()}
+        return self._push({"my_chat_member": {
+            "chat": self._chat_json(chat_id), "from": self._person(1), "date": int(time.time()),
+            "old_chat_member": {"status": "left", **bot},
+            "new_chat_member": {"status": status, **bot, **MEMBER_FIELDS.get(status, {})}}})
 
     # ------------------------------------------------------------ reading the chat
 

@@ -16,6 +16,7 @@ from telegram.ext import AIORateLimiter
 from bot.conversation import Conversations
 from bot.engine import Engine
 from bot.settings import from_env
+from bot.store.migrations import MIGRATIONS
 from bot.store.sqlite import SqliteStore
 from bot.telegram.app import ChatPacer, TelegramBot
 
@@ -114,15 +115,24 @@ class Person:
             await self.press(label, wait_new=False)
         await self.press("Done")
 
+    async def start(self, consent: str = "") -> None:
+        """/start, then answer the one-time consent question (storage only by default)."""
+        await self.say("/start")
+        labels = [t for t, _ in self.question().buttons()]
+        if "OK, start" in labels or "Yes, contact me only" in labels:
+            await self.press(consent or ("OK, start" if "OK, start" in labels
+                                         else "No, don't alert anyone"))
+
     def last(self) -> str:
-        return self.fake.bot_messages(self.id)[-1].text
+        messages = self.fake.bot_messages(self.id)
+        return messages[-1].text if messages else ""
 
     def transcript(self) -> str:
         return "\n---\n".join(m.text for m in self.fake.bot_messages(self.id))
 
 
-async def emergency_by_buttons(p: Person) -> None:
-    await p.say("/start")
+async def emergency_by_buttons(p: Person, consent: str = "") -> None:
+    await p.start(consent)
     await p.say("45")
     await p.press("Male")
     await p.press("Lower back")
@@ -130,7 +140,8 @@ async def emergency_by_buttons(p: Person) -> None:
 
 
 async def self_care_by_typing(p: Person) -> None:
-    for text in ("/start", "33", "Female, not pregnant", "lower back", "none", "not measured",
+    await p.start()
+    for text in ("33", "Female, not pregnant", "lower back", "none", "not measured",
                  "none", "mild", "2 days", "none", "none"):
         await p.say(text)
 
@@ -174,7 +185,7 @@ async def test_commands_are_registered_and_unknown_ones_get_help(fake, flow, tmp
 async def test_stickers_long_text_and_edits_get_a_polite_answer(fake, flow, tmp_path):
     async with Harness(fake, flow, tmp_path / "bot.sqlite3", "polling"):
         p = Person(fake, 504)
-        await p.say("/start")
+        await p.start()
         before = p.seen()
         fake.send(504, {"sticker": {"file_id": "x", "file_unique_id": "y", "width": 1,
                                     "height": 1, "is_animated": False, "is_video": False,
@@ -197,7 +208,7 @@ async def test_stickers_long_text_and_edits_get_a_polite_answer(fake, flow, tmp_
 async def test_a_stale_button_is_answered_and_never_recorded(fake, flow, tmp_path):
     async with Harness(fake, flow, tmp_path / "bot.sqlite3", "polling"):
         p = Person(fake, 505)
-        await p.say("/start")
+        await p.start()
         await p.say("45")
         old = p.question()
         old_male = next(d for t, d in old.buttons() if t == "Male")
@@ -213,7 +224,7 @@ async def test_a_stale_button_is_answered_and_never_recorded(fake, flow, tmp_pat
 async def test_two_fast_presses_on_one_keyboard_record_one_answer(fake, flow, tmp_path):
     async with Harness(fake, flow, tmp_path / "bot.sqlite3", "polling") as h:
         p = Person(fake, 506)
-        await p.say("/start")
+        await p.start()
         await p.say("45")
         q = p.question()
         male = next(d for t, d in q.buttons() if t == "Male")
@@ -230,7 +241,7 @@ async def test_two_fast_presses_on_one_keyboard_record_one_answer(fake, flow, tm
 async def test_back_and_restart_buttons(fake, flow, tmp_path):
     async with Harness(fake, flow, tmp_path / "bot.sqlite3", "polling"):
         p = Person(fake, 507)
-        await p.say("/start")
+        await p.start()
         await p.say("45")
         await p.press("« Back")
         assert "How old" in p.last()
@@ -242,7 +253,7 @@ async def test_back_and_restart_buttons(fake, flow, tmp_path):
 async def test_a_blocked_person_is_marked_and_not_sent_to(fake, flow, tmp_path):
     async with Harness(fake, flow, tmp_path / "bot.sqlite3", "polling") as h:
         p = Person(fake, 508)
-        await p.say("/start")
+        await p.start()
         fake.blocked.add(508)
         fake.type(508, "45")
         await fake.wait(lambda: any(code == 403 for _, code, _ in fake.errors))
@@ -259,7 +270,7 @@ async def test_429_and_network_errors_are_retried_so_no_reply_is_lost(fake, flow
             ApiError(429, "Too Many Requests: retry after 1", retry_after=1),
             ApiError(502, "Bad Gateway")]
         p = Person(fake, 509)
-        await p.say("/start")
+        await p.start()
         assert "How old" in p.last()
         assert [code for _, code, _ in fake.errors] == [429, 502]
 
@@ -267,9 +278,9 @@ async def test_429_and_network_errors_are_retried_so_no_reply_is_lost(fake, flow
 async def test_forget_erases_every_row_about_the_person(fake, flow, tmp_path):
     async with Harness(fake, flow, tmp_path / "bot.sqlite3", "polling") as h:
         other = Person(fake, 511)
-        await other.say("/start")
+        await other.start()
         p = Person(fake, 510)
-        await p.say("/start")
+        await p.start()
         await p.say("45")
         await p.say("/forget")
         await p.press("Yes, erase it", wait_new=False)
@@ -329,7 +340,7 @@ async def test_the_webhook_checks_the_secret_and_the_body(fake, flow, tmp_path):
         for _ in range(2):  # the same update delivered twice advances once
             async with http.post(h.url + "/hook/abc", json=update, headers=good) as r:
                 assert r.status == 200
-        assert len([m for m in fake.bot_messages(512) if "How old" in m.text]) == 1
+        assert len([m for m in fake.bot_messages(512) if "Before we start" in m.text]) == 1
         db = sqlite3.connect(h.settings.db)
         assert db.execute("SELECT count(*) FROM processed_updates WHERE update_id = 77"
                           ).fetchone() == (1,)
@@ -359,7 +370,7 @@ async def test_in_a_group_the_bot_never_starts_an_interview(fake, flow, tmp_path
 async def test_old_conversations_are_deleted_after_the_retention(fake, flow, tmp_path):
     async with Harness(fake, flow, tmp_path / "bot.sqlite3", "polling") as h:
         for user in (514, 515):
-            await Person(fake, user).say("/start")
+            await Person(fake, user).start()
         db = sqlite3.connect(h.settings.db)
         with db:
             db.execute("UPDATE conversations SET updated_at = updated_at - 31 * 86400 "
@@ -373,10 +384,10 @@ async def test_old_conversations_are_deleted_after_the_retention(fake, flow, tmp
 async def test_the_schema_is_migrated_once_and_recorded(tmp_path):
     store = SqliteStore(tmp_path / "m.sqlite3")
     await store.open()
-    assert await store.migrate() == 1
+    assert await store.migrate() == len(MIGRATIONS)
     await store.close()
     await store.open()  # again: nothing to apply, nothing broken
-    assert await store.migrate() == 1
+    assert await store.migrate() == len(MIGRATIONS)
     await store.close()
     db = sqlite3.connect(tmp_path / "m.sqlite3")
     assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
@@ -412,7 +423,7 @@ async def test_replies_to_one_chat_are_paced(fake, flow, tmp_path):
         h.bot.pacer = ChatPacer(burst=2, per_seconds=1.0)
         p = Person(fake, 518)
         started = asyncio.get_running_loop().time()
-        await p.say("/start")  # welcome + question: within the burst
+        await p.start()  # welcome + question: within the burst
         await p.say("/privacy", until=lambda: "30 days" in p.last())
         await p.say("/help", until=lambda: "/restart" in p.last())
         elapsed = asyncio.get_running_loop().time() - started
@@ -422,7 +433,7 @@ async def test_replies_to_one_chat_are_paced(fake, flow, tmp_path):
 async def test_a_button_without_our_data_gets_the_current_question(fake, flow, tmp_path):
     async with Harness(fake, flow, tmp_path / "bot.sqlite3", "polling"):
         p = Person(fake, 519)
-        await p.say("/start")
+        await p.start()
         before = p.seen()
         fake.press(519, p.question().message_id, "not-ours")
         await fake.wait(lambda: p.settled(before))
@@ -431,7 +442,7 @@ async def test_a_button_without_our_data_gets_the_current_question(fake, flow, t
 
 async def test_blocking_the_bot_is_recorded_from_my_chat_member(fake, flow, tmp_path):
     async with Harness(fake, flow, tmp_path / "bot.sqlite3", "polling") as h:
-        await Person(fake, 520).say("/start")
+        await Person(fake, 520).start()
         uid = fake.raw({"my_chat_member": {
             "chat": {"id": 520, "type": "private", "first_name": "U"},
             "from": {"id": 520, "is_bot": False, "first_name": "U"}, "date": 0,

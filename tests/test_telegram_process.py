@@ -38,7 +38,7 @@ async def test_kill_9_mid_interview_then_the_last_button_still_works(fake, tmp_p
     proc = await start_bot(fake, db)
     p = Person(fake, 601)
     try:
-        await p.say("/start")
+        await p.start()
         await p.say("45")
         await p.press("Male")
         question = p.question()
@@ -72,7 +72,7 @@ async def test_replies_committed_before_a_crash_are_sent_on_the_next_start(fake,
     db = tmp_path / "bot.sqlite3"
     proc = await start_bot(fake, db)
     p = Person(fake, 602)
-    await p.say("/start")
+    await p.start()
     await kill9(proc)
     with sqlite3.connect(db) as conn:  # as if the bot died between commit and send
         conn.execute("INSERT INTO outbox (chat_id, user_id, method, params) VALUES (?, ?, ?, ?)",

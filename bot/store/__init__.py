@@ -49,7 +49,8 @@ class Transaction(Protocol):
     conversation: Conversation
 
     def save(self, conversation: Conversation, log: tuple[LogEntry, ...],
-             calls: list[tuple[str, dict[str, Any]]]) -> None: ...
+             calls: list[tuple[str, dict[str, Any]]],
+             records: list[tuple[str, dict[str, Any]]] | tuple = ()) -> None: ...
 
 
 class Store(Protocol):

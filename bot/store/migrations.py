@@ -43,4 +43,38 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX conversations_updated ON conversations (updated_at);
     """,
+    # 2: groups the bot is in, anonymous interview events for statistics, clinician alerts
+    """
+    CREATE TABLE groups (
+        chat_id INTEGER PRIMARY KEY,
+        type TEXT NOT NULL,
+        title TEXT NOT NULL DEFAULT '',
+        status TEXT NOT NULL,
+        updated_at REAL NOT NULL
+    );
+    CREATE TABLE events (
+        id INTEGER PRIMARY KEY,
+        at REAL NOT NULL,
+        kind TEXT NOT NULL,
+        source INTEGER,
+        level TEXT,
+        rules TEXT NOT NULL DEFAULT '',
+        questions INTEGER
+    );
+    CREATE INDEX events_at ON events (at);
+    CREATE TABLE alerts (
+        id INTEGER PRIMARY KEY,
+        user_id INTEGER NOT NULL,
+        staff_chat INTEGER NOT NULL,
+        level TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        sent_at REAL,
+        message_id INTEGER,
+        taken_by TEXT,
+        taken_at REAL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        last_error TEXT
+    );
+    CREATE INDEX alerts_user ON alerts (user_id);
+    """,
 ]

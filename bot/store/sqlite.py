@@ -27,8 +27,9 @@ class SqliteTransaction:
         self.saved: tuple | None = None
 
     def save(self, conversation: Conversation, log: tuple[LogEntry, ...],
-             calls: list[tuple[str, dict[str, Any]]]) -> None:
-        self.saved = (conversation, log, calls)
+             calls: list[tuple[str, dict[str, Any]]],
+             records: list[tuple[str, dict[str, Any]]] | tuple = ()) -> None:
+        self.saved = (conversation, log, calls, list(records))
 
 
 class SqliteStore:
@@ -114,7 +115,8 @@ class SqliteStore:
             question, tuple(json.loads(draft)), bool(blocked), json.loads(extra))
 
     async def _save(self, conv: Conversation, log: tuple[LogEntry, ...],
-                    calls: list[tuple[str, dict[str, Any]]]) -> None:
+                    calls: list[tuple[str, dict[str, Any]]],
+                    records: list[tuple[str, dict[str, Any]]]) -> None:
         assert self.db is not None
         now = time.time()
         key = conv.key
@@ -136,15 +138,34 @@ class SqliteStore:
         await self.db.executemany(
             "INSERT INTO outbox (chat_id, user_id, method, params) VALUES (?, ?, ?, ?)",
             [(key.chat_id, key.user_id, method, json.dumps(params)) for method, params in calls])
+        for kind, data in records:
+            if kind == "event":  # anonymous: no user id, for statistics and export
+                await self.db.execute(
+                    "INSERT INTO events (at, kind, source, level, rules, questions)"
+                    " VALUES (?, ?, ?, ?, ?, ?)",
+                    (now, data["kind"], data.get("source"), data.get("level"),
+                     ",".join(data.get("rules", ())), data.get("questions")))
+            elif kind == "alert":
+                cur = await self.db.execute(
+                    "INSERT INTO alerts (user_id, staff_chat, level, created_at) VALUES"
+                    " (?, ?, ?, ?)", (key.user_id, data["staff_chat"], data["level"], now))
+                alert_id = cur.lastrowid
+                params = {"chat_id": data["staff_chat"], "text": data["text"],
+                          "parse_mode": "HTML", "_alert": alert_id,
+                          "reply_markup": {"inline_keyboard": [[{
+                              "text": data["button"], "callback_data": f"!take|{alert_id}"}]]}}
+                await self.db.execute(
+                    "INSERT INTO outbox (chat_id, user_id, method, params) VALUES (?, ?, ?, ?)",
+                    (data["staff_chat"], key.user_id, "sendMessage", json.dumps(params)))
 
     async def pending(self, key: Key | None = None) -> list[Outgoing]:
         """Calls committed but not yet made, oldest first (for one conversation or all)."""
         assert self.db is not None
         query = "SELECT id, chat_id, user_id, method, params FROM outbox"
         args: tuple = ()
-        if key is not None:
-            query += " WHERE chat_id = ? AND user_id = ?"
-            args = (key.chat_id, key.user_id)
+        if key is not None:  # everything sent on this person's behalf, alerts included
+            query += " WHERE user_id = ?"
+            args = (key.user_id,)
         async with self.lock, self.db.execute(query + " ORDER BY id", args) as cur:
             rows = await cur.fetchall()
         return [Outgoing(r[0], Key(r[1], r[2]), r[3], json.loads(r[4])) for r in rows]
@@ -175,7 +196,7 @@ class SqliteStore:
             assert self.db is not None
             await self.db.execute("BEGIN IMMEDIATE")
             total = 0
-            for table in ("conversations", "answer_log", "outbox"):
+            for table in ("conversations", "answer_log", "outbox", "alerts"):
                 cur = await self.db.execute(f"DELETE FROM {table} WHERE user_id = ?", (user_id,))
                 total += cur.rowcount
             await self.db.execute("COMMIT")
@@ -196,6 +217,78 @@ class SqliteStore:
                                   (time.time() - PROCESSED_KEEP_SECONDS,))
             await self.db.execute("COMMIT")
         return cur.rowcount
+
+    # ------------------------------------------------------------ alerts, groups, statistics
+
+    async def alert_sent(self, alert_id: int, message_id: int) -> None:
+        await self._write("UPDATE alerts SET sent_at = ?, message_id = ? WHERE id = ?",
+                          (time.time(), message_id, alert_id))
+
+    async def alert_failed(self, alert_id: int, error: str) -> None:
+        await self._write("UPDATE alerts SET attempts = attempts + 1, last_error = ? WHERE id = ?",
+                          (error[:200], alert_id))
+
+    async def take_alert(self, alert_id: int, who: str) -> tuple[bool, str | None]:
+        """Record who took an alert; (False, taker) if someone already had."""
+        async with self.lock:
+            assert self.db is not None
+            await self.db.execute("BEGIN IMMEDIATE")
+            async with self.db.execute("SELECT taken_by FROM alerts WHERE id = ?",
+                                       (alert_id,)) as cur:
+                row = await cur.fetchone()
+            if row is None or row[0]:
+                await self.db.execute("COMMIT")
+                return False, row[0] if row else None
+            await self.db.execute("UPDATE alerts SET taken_by = ?, taken_at = ? WHERE id = ?",
+                                  (who, time.time(), alert_id))
+            await self.db.execute("COMMIT")
+            return True, who
+
+    async def group_seen(self, chat_id: int, kind: str, title: str, status: str) -> None:
+        await self._write(
+            "INSERT INTO groups (chat_id, type, title, status, updated_at) VALUES (?, ?, ?, ?, ?)"
+            " ON CONFLICT (chat_id) DO UPDATE SET type = excluded.type, title = excluded.title,"
+            " status = excluded.status, updated_at = excluded.updated_at",
+            (chat_id, kind, title, status, time.time()))
+
+    async def stats(self, days: float) -> dict[str, Any]:
+        """Counts only, no personal data: interviews and outcomes by level and source."""
+        since = time.time() - days * 86400
+        assert self.db is not None
+        async with self.lock:
+            async with self.db.execute(
+                    "SELECT kind, COALESCE(source, 0), COALESCE(level, ''), count(*) FROM events"
+                    " WHERE at >= ? GROUP BY 1, 2, 3", (since,)) as cur:
+                rows = await cur.fetchall()
+            async with self.db.execute(
+                    "SELECT count(*), sum(sent_at IS NOT NULL), sum(taken_by IS NOT NULL),"
+                    " sum(sent_at IS NULL AND attempts > 0), max(CASE WHEN sent_at IS NULL"
+                    " THEN last_error END) FROM alerts WHERE created_at >= ?", (since,)) as cur:
+                alerts = await cur.fetchone()
+            async with self.db.execute("SELECT chat_id, title FROM groups") as cur:
+                titles = dict(await cur.fetchall())
+        started = sum(n for kind, _, _, n in rows if kind == "started")
+        levels: dict[str, int] = {}
+        sources: dict[str, int] = {}
+        for kind, source, level, n in rows:
+            if kind == "finished":
+                levels[level] = levels.get(level, 0) + n
+            if kind == "started":
+                name = titles.get(source) or (str(source) if source else "direct")
+                sources[name] = sources.get(name, 0) + n
+        total, sent, taken, failing, error = alerts or (0, 0, 0, 0, None)
+        return {"days": days, "started": started, "finished": sum(levels.values()),
+                "levels": levels, "sources": sources,
+                "alerts": {"created": total or 0, "sent": sent or 0, "taken": taken or 0,
+                           "failing": failing or 0, "last_error": error}}
+
+    async def export(self, since: float) -> list[tuple]:
+        """Finished interviews since `since`: day, source group, level, rules, questions."""
+        assert self.db is not None
+        async with self.lock, self.db.execute(
+                "SELECT date(at, 'unixepoch'), source, level, rules, questions FROM events"
+                " WHERE kind = 'finished' AND at >= ? ORDER BY at", (since,)) as cur:
+            return list(await cur.fetchall())
 
     async def _write(self, sql: str, args: tuple) -> None:
         async with self.lock:

@@ -139,6 +139,10 @@ class Blocked(Exception):
     """The person blocked the bot (403): stop sending to them."""
 
 
+class Rejected(Exception):
+    """Telegram refused the call (400); retrying the same call cannot help."""
+
+
 class TelegramBot:
     def __init__(self, settings: Settings, conversations: Conversations, store: SqliteStore,
                  *, poll_timeout: int = POLL_TIMEOUT, retry_base: float = 0.5,
@@ -170,6 +174,8 @@ class TelegramBot:
         await self.store.open()
         await self.application.initialize()
         self.username = self.application.bot.username
+        self.conversations.username = self.username or ""
+        self.conversations.token = self.settings.token or ""
         await self.application.bot.set_my_commands([BotCommand(c, d) for c, d in COMMANDS])
         await self.flush()  # replies committed before a crash or restart go out now
         self.ready = True
@@ -203,9 +209,15 @@ class TelegramBot:
 
     async def _handle(self, update: Update) -> bool:
         member = update.my_chat_member
-        if member is not None and member.chat.type == "private" and \
-                member.new_chat_member.status == "kicked":
-            await self.store.set_blocked(Key(member.chat.id, member.from_user.id))
+        if member is not None:
+            status = member.new_chat_member.status
+            if member.chat.type == "private":
+                if status == "kicked":
+                    await self.store.set_blocked(Key(member.chat.id, member.from_user.id))
+            else:  # added to, promoted in, or removed from a group or channel
+                await self.store.group_seen(member.chat.id, member.chat.type,
+                                            member.chat.title or "", status)
+                log.info("%s %s: now %s", member.chat.type, member.chat.id, status)
             return True
         read = inputs.read(update, self.username)
         query = update.callback_query
@@ -214,6 +226,13 @@ class TelegramBot:
                 await self._answer_query(query.id, "")
             return True
         key, event = read
+        if event.kind == "take":
+            await self._take(key, event, query.id if query else "")
+            return True
+        if event.kind == "command" and event.command == "stats" and \
+                key.user_id in self.settings.admins and key.chat_id == key.user_id:
+            await self._stats(key, event.payload)
+            return True
         decision: Decision | None = None
         async with self.locks(key):
             async with self.store.update(update.update_id, key) as tx:
@@ -222,16 +241,61 @@ class TelegramBot:
                     if conv.blocked:  # they wrote to us again, so they unblocked the bot
                         conv = replace(conv, blocked=False)
                     decision = self.conversations.decide(conv, event)
-                    tx.save(decision.conversation, decision.log, decision.calls)
+                    tx.save(decision.conversation, decision.log, decision.calls,
+                            decision.records)
             if query is not None:
                 await self._answer_query(query.id, decision.toast if decision else "")
             if decision is not None and decision.forget:
                 await self.flush(key)  # close the confirmation's keyboard first
                 await self.store.forget(key.user_id)
-                await self._call("sendMessage", {"chat_id": key.chat_id, "text": render.esc(
-                    self.conversations.texts.forgotten), "parse_mode": "HTML"})
+                with contextlib.suppress(Rejected, Blocked):
+                    await self._call("sendMessage", {"chat_id": key.chat_id, "parse_mode": "HTML",
+                                                     "text": render.esc(
+                                                         self.conversations.texts.forgotten)})
             await self.flush(key)
         return True
+
+    async def _take(self, key: Key, event: Any, query_id: str) -> None:
+        """A clinician pressed "I'm on it": record who, and show it to the other staff."""
+        who = f"@{event.username}" if event.username else event.name or str(key.user_id)
+        try:
+            alert_id = int(event.payload)
+        except ValueError:
+            await self._answer_query(query_id, "")
+            return
+        took, taker = await self.store.take_alert(alert_id, who)
+        if not took:
+            await self._answer_query(query_id, f"Already taken by {taker}" if taker else "")
+            return
+        await self._answer_query(query_id, "Thank you — the others can see you have it.")
+        stamp = time.strftime("%H:%M UTC", time.gmtime())
+        with contextlib.suppress(Rejected, Blocked):
+            await self._call("editMessageReplyMarkup", {
+                "chat_id": key.chat_id, "message_id": event.message_id,
+                "reply_markup": render.keyboard([[(f"✋ {who} is on it ({stamp})",
+                                                   f"!take|{alert_id}")]])})
+
+    async def _stats(self, key: Key, payload: str) -> None:
+        """Counts for admins: interviews and outcomes by level and source; alert health."""
+        try:
+            days = float(payload) if payload else 30.0
+        except ValueError:
+            days = 30.0
+        stats = await self.store.stats(days)
+        lines = [f"<b>Last {days:g} days</b>",
+                 f"Interviews started: {stats['started']}, finished: {stats['finished']}",
+                 "By level: " + (", ".join(f"{k} {v}" for k, v in sorted(stats['levels'].items()))
+                                 or "none"),
+                 "By source: " + (", ".join(f"{render.esc(k)} {v}"
+                                            for k, v in sorted(stats['sources'].items()))
+                                  or "none")]
+        a = stats["alerts"]
+        lines.append(f"Alerts: {a['created']} created, {a['sent']} sent, {a['taken']} taken, "
+                     f"{a['failing']} failing" + (f" (last error: {render.esc(a['last_error'])})"
+                                                  if a["last_error"] else ""))
+        with contextlib.suppress(Rejected, Blocked):
+            await self._call("sendMessage", {"chat_id": key.chat_id, "text": "\n".join(lines),
+                                             "parse_mode": "HTML"})
 
     async def _answer_query(self, query_id: str, text: str) -> None:
         with contextlib.suppress(TelegramError):  # a late answer is harmless
@@ -251,6 +315,9 @@ class TelegramBot:
                     await self.flush(person)
             return
         for out in await self.store.pending(key):
+            if "_alert" in out.params:
+                await self._send_alert(out)  # a failing alert never holds up the person
+                continue
             try:
                 ok = await self._send(out)
             except Blocked:
@@ -263,13 +330,38 @@ class TelegramBot:
 
     async def _send(self, out: Outgoing) -> bool:
         params = {k: v for k, v in out.params.items() if not k.startswith("_")}
-        result = await self._call(out.method, params)
+        try:
+            result = await self._call(out.method, params)
+        except Rejected:
+            return True  # logged; retrying the same call cannot help
         if result is None:
             return False
         interview = out.params.get(render.QUESTION)
         if interview is not None and isinstance(result, dict) and "message_id" in result:
             await self.store.set_question_message(out.key, interview, result["message_id"])
         return True
+
+    async def _send_alert(self, out: Outgoing) -> None:
+        """Post a clinician alert; on failure keep it in the database and record why."""
+        alert_id = out.params["_alert"]
+        params = {k: v for k, v in out.params.items() if not k.startswith("_")}
+        try:
+            result = await self._call(out.method, params)
+            error = None if result is not None else "Telegram unreachable"
+        except (Rejected, Blocked) as exc:
+            result, error = None, f"{type(exc).__name__}: {exc}"
+        if error is not None:
+            log.warning("alert %s not delivered: %s", alert_id, error)
+            await self.store.alert_failed(alert_id, error)
+            return
+        message_id = result.get("message_id", 0) if isinstance(result, dict) else 0
+        await self.store.alert_sent(alert_id, message_id)
+        await self.store.sent(out.id)
+        # only now is it true that a clinician was told
+        with contextlib.suppress(Rejected, Blocked):
+            await self._call("sendMessage", {
+                "chat_id": out.key.user_id, "parse_mode": "HTML",
+                "text": render.esc(self.conversations.texts.notified)})
 
     async def _call(self, method: str, params: dict[str, Any]) -> Any:
         """One Bot API call with retries; None if it could not be made now.
@@ -290,9 +382,9 @@ class TelegramBot:
                 if "not modified" in exc.message.lower():
                     return True
                 log.warning("%s rejected: %s", method, exc.message[:80])
-                return True  # retrying a bad request cannot help
+                raise Rejected(exc.message[:80]) from exc
             except Forbidden as exc:
-                raise Blocked from exc
+                raise Blocked(exc.message[:80]) from exc
             except NetworkError:
                 await asyncio.sleep(self.retry_base * 2 ** attempt)
         log.warning("%s failed %d times; kept in the outbox", method, SEND_ATTEMPTS)
@@ -385,17 +477,20 @@ class TelegramBot:
 
     # ------------------------------------------------------------ housekeeping
 
-    async def housekeeping(self, every: float = 3600) -> None:
-        """Delete conversations past their retention; retry any unsent replies."""
+    async def housekeeping(self, every: float = 60, purge_every: float = 3600) -> None:
+        """Retry unsent replies and alerts every minute; apply the retention hourly."""
+        last_purge = 0.0
         while not self.stopping.is_set():
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self.stopping.wait(), every)
             if self.stopping.is_set():
                 break
             try:
-                removed = await self.store.purge(self.conversations.retention_days)
-                if removed:
-                    log.info("retention: deleted %d old conversations", removed)
+                if time.monotonic() - last_purge >= purge_every:
+                    last_purge = time.monotonic()
+                    removed = await self.store.purge(self.conversations.retention_days)
+                    if removed:
+                        log.info("retention: deleted %d old conversations", removed)
                 await self.flush()
             except Exception as exc:
                 log.error("housekeeping failed: %s", type(exc).__name__)

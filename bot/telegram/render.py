@@ -10,6 +10,7 @@ outbox until they have been sent.
 from __future__ import annotations
 
 import html
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -214,3 +215,27 @@ def answered(chat_id: int, message_id: int, question: str, answer: str) -> Call:
 def drop_keyboard(chat_id: int, message_id: int) -> Call:
     return ("editMessageReplyMarkup", {"chat_id": chat_id, "message_id": message_id,
                                        "reply_markup": NO_KEYBOARD})
+
+
+def alert_text(outcome: Outcome, user_id: int, name: str, username: str, at: float,
+               source: str, share: bool, headings: dict[str, str]) -> str:
+    """A short alert for the staff chat: level, red flags, when, how to reach the person.
+
+    Answers (the "because" line) are included only when the person agreed to share them.
+    """
+    when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(at)) if at else "just now"
+    who = f'<a href="tg://user?id={int(user_id)}">{esc(name or "the person")}</a>'
+    if username:
+        who += f" (@{esc(username)})"
+    lines = [f"{LEVEL_MARK[outcome.level]} <b>{esc(outcome.level.id.replace('_', ' ').upper())}"
+             f"</b> — triage alert", f"<b>When:</b> {when}" + (f" · from {esc(source)}"
+                                                               if source else ""),
+             "<b>Red flags:</b>\n" + "\n".join(f"• {esc(r)}" for r in outcome.reasons),
+             f"<b>Contact:</b> {who}"]
+    if share and outcome.evidence:
+        lines.append(f"<b>{esc(headings.get('because', 'Because:'))}</b> " +
+                     esc("; ".join(outcome.evidence)) + ".")
+        lines.append("<b>Rules:</b> " + esc(", ".join(outcome.rules)))
+    elif not share:
+        lines.append("<i>The person did not agree to share their answers.</i>")
+    return "\n\n".join(lines)[:MAX_TEXT]
