@@ -120,6 +120,86 @@ def _print_table(results, summary) -> None:
     print("safety requirement: " + ("met" if safe(summary) else "NOT MET"))
 
 
+def configure_logging(log_format: str) -> None:
+    """Plain text, or one JSON object per line (with update id, time and level fields)."""
+    import logging
+
+    handler = logging.StreamHandler()
+    if log_format == "json":
+        from pythonjsonlogger.json import JsonFormatter
+
+        handler.setFormatter(JsonFormatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: "
+                                               "%(message)s"))
+    logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
+
+
+def cmd_webhook(args: argparse.Namespace) -> int:
+    """Manage the webhook by hand: set (from the settings), info, delete."""
+    import asyncio
+
+    from telegram import Bot
+
+    from bot.telegram.app import ALLOWED_UPDATES
+
+    settings = from_env()
+    if not settings.token:
+        raise SettingsError("TELEGRAM_BOT_TOKEN is not set")
+    if args.action == "set" and not settings.webhook_url:
+        raise SettingsError("set TRIAGEBOT_WEBHOOK_URL (and TRIAGEBOT_WEBHOOK_SECRET) first")
+
+    async def act() -> str:
+        async with Bot(settings.token, base_url=f"{settings.api_url}/bot") as bot:
+            if args.action == "set":
+                await bot.set_webhook(settings.webhook_url or "",
+                                      secret_token=settings.webhook_secret,
+                                      allowed_updates=ALLOWED_UPDATES)
+                return f"webhook set to {settings.webhook_url}"
+            if args.action == "delete":
+                await bot.delete_webhook(drop_pending_updates=False)
+                return "webhook deleted (pending updates kept for polling)"
+            info = await bot.get_webhook_info()
+            return "\n".join([f"url: {info.url or '(none: polling)'}",
+                              f"pending updates: {info.pending_update_count}",
+                              f"last error: {info.last_error_message or '-'}"])
+
+    print(asyncio.run(act()))
+    return 0
+
+
+def cmd_db(args: argparse.Namespace) -> int:
+    """backup PATH | migrate | check — safe while the bot runs."""
+    import asyncio
+
+    from bot.store import maintenance
+    from bot.store.sqlite import SqliteStore
+
+    settings = from_env()
+    if args.action == "migrate":
+        async def migrate() -> int:
+            store = SqliteStore(settings.db)
+            await store.open()  # applies every pending migration
+            try:
+                return await store.migrate()
+            finally:
+                await store.close()
+        print(f"{settings.db}: schema version {asyncio.run(migrate())}")
+        return 0
+    if not settings.db.exists():
+        raise SettingsError(f"no database at {settings.db}: set TRIAGEBOT_DB")
+    if args.action == "backup":
+        if not args.path:
+            raise SettingsError("say where to write the backup: triagebot db backup PATH")
+        made = maintenance.backup(settings.db, Path(args.path))
+        ok, report = maintenance.check(made)
+        print(f"backup written to {made}\n{report}")
+        return 0 if ok else 1
+    ok, report = maintenance.check(settings.db)
+    print(report)
+    return 0 if ok else 1
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     import asyncio
     import logging
@@ -134,10 +214,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise SettingsError("TELEGRAM_BOT_TOKEN is not set: get a token from @BotFather and "
                             "export it, or try the interview in the terminal with "
                             "`triagebot chat`")
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: "
-                        "%(message)s")
+    configure_logging(settings.log_format)
     for noisy in ("httpx", "httpcore", "telegram", "aiohttp.access"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)  # URLs carry the token
+        logging.getLogger(noisy).setLevel(logging.WARNING)  # one line per API call otherwise
     conversations = Conversations(Engine(flow, settings.emergency_number),
                                   retention_days=settings.retention_days,
                                   staff_chat=settings.staff_chat,
@@ -237,6 +316,15 @@ def build_parser() -> argparse.ArgumentParser:
     graph_.add_argument("flow", help="flow id or YAML file")
     graph_.add_argument("--format", choices=("mermaid", "dot"), default="mermaid")
     graph_.set_defaults(func=cmd_graph)
+
+    webhook = sub.add_parser("webhook", help="set, show or delete the Telegram webhook")
+    webhook.add_argument("action", choices=("set", "info", "delete"))
+    webhook.set_defaults(func=cmd_webhook)
+
+    db = sub.add_parser("db", help="backup PATH | migrate | check the SQLite database")
+    db.add_argument("action", choices=("backup", "migrate", "check"))
+    db.add_argument("path", nargs="?", help="where to write the backup")
+    db.set_defaults(func=cmd_db)
 
     invite = sub.add_parser("invite", help="post the private-check invitation in a group")
     invite.add_argument("--chat", type=int, required=True, help="group or channel chat id")

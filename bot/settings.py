@@ -22,7 +22,9 @@ ENV_VARS = (
     "TELEGRAM_BOT_TOKEN", "TRIAGEBOT_API_URL", "TRIAGEBOT_DB", "TRIAGEBOT_MODE",
     "TRIAGEBOT_WEBHOOK_URL", "TRIAGEBOT_WEBHOOK_SECRET", "TRIAGEBOT_LISTEN", "TRIAGEBOT_FLOWS",
     "TRIAGEBOT_EMERGENCY_NUMBER", "TRIAGEBOT_RETENTION_DAYS", "TRIAGEBOT_STAFF_CHAT",
-    "TRIAGEBOT_STAFF_CHATS", "TRIAGEBOT_ADMINS",
+    "TRIAGEBOT_STAFF_CHATS", "TRIAGEBOT_ADMINS", "TRIAGEBOT_METRICS_TOKEN",
+    "TRIAGEBOT_LOG_FORMAT", "TRIAGEBOT_BACKUP_DIR", "TRIAGEBOT_BACKUP_HOURS",
+    "TRIAGEBOT_BACKUP_KEEP",
 )
 
 
@@ -42,6 +44,11 @@ class Settings:
     staff_chat: int | None = None
     staff_chats: tuple[tuple[int, int], ...] = ()  # (source group, staff chat)
     admins: frozenset[int] = frozenset()
+    metrics_token: str | None = None
+    log_format: str = "text"
+    backup_dir: Path | None = None
+    backup_hours: float = 24.0
+    backup_keep: int = 7
 
     def __repr__(self) -> str:  # the token and secret never reach a log
         return (f"Settings(mode={self.mode!r}, api_url={self.api_url!r}, db={str(self.db)!r}, "
@@ -89,6 +96,18 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
                             _chat_id(staff, "TRIAGEBOT_STAFF_CHATS")))
     admins = frozenset(_chat_id(a, "TRIAGEBOT_ADMINS")
                        for a in env.get("TRIAGEBOT_ADMINS", "").replace(" ", "").split(",") if a)
+    log_format = env.get("TRIAGEBOT_LOG_FORMAT", "text").strip().lower()
+    if log_format not in ("text", "json"):
+        raise SettingsError(f"TRIAGEBOT_LOG_FORMAT={log_format!r}: use text or json")
+    try:
+        backup_hours = float(env.get("TRIAGEBOT_BACKUP_HOURS", "24"))
+        backup_keep = int(env.get("TRIAGEBOT_BACKUP_KEEP", "7"))
+        if backup_hours <= 0 or backup_keep < 1:
+            raise ValueError
+    except ValueError:
+        raise SettingsError("TRIAGEBOT_BACKUP_HOURS must be a positive number of hours and "
+                            "TRIAGEBOT_BACKUP_KEEP a whole number of copies from 1") from None
+    backup_dir = env.get("TRIAGEBOT_BACKUP_DIR") or None
     return Settings(
         token=env.get("TELEGRAM_BOT_TOKEN") or None,
         api_url=env.get("TRIAGEBOT_API_URL", DEFAULT_API_URL).rstrip("/"),
@@ -104,6 +123,11 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         staff_chat=staff_chat,
         staff_chats=tuple(staff_chats),
         admins=admins,
+        metrics_token=env.get("TRIAGEBOT_METRICS_TOKEN") or None,
+        log_format=log_format,
+        backup_dir=Path(backup_dir) if backup_dir else None,
+        backup_hours=backup_hours,
+        backup_keep=backup_keep,
     )
 
 

@@ -17,7 +17,8 @@ from .test_telegram import Person
 async def start_bot(fake: FakeTelegram, db) -> asyncio.subprocess.Process:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TRIAGEBOT_", "TELEGRAM_"))}
     env.update({"TELEGRAM_BOT_TOKEN": fake.token, "TRIAGEBOT_API_URL": fake.base_url,
-                "TRIAGEBOT_DB": str(db), "TRIAGEBOT_MODE": "polling"})
+                "TRIAGEBOT_DB": str(db), "TRIAGEBOT_MODE": "polling",
+                "TRIAGEBOT_LISTEN": "127.0.0.1:0"})
     commands_before = len([c for c in fake.calls if c[0] == "setMyCommands"])
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "bot", "run", cwd=ROOT, env=env,

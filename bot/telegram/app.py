@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import hmac
 import json
 import logging
@@ -37,15 +38,17 @@ from telegram.warnings import PTBUserWarning
 
 from bot.conversation import Conversations, Decision
 from bot.settings import Settings
-from bot.store import Key, Outgoing
+from bot.store import Key, Outgoing, maintenance
 from bot.store.sqlite import SqliteStore
 from bot.telegram import inputs, render
+from bot.telegram.metrics import Metrics
 
 log = logging.getLogger("triagebot.telegram")
 # Calls are stored in the outbox as (method, params) and replayed with do_api_request;
 # python-telegram-bot suggests its typed methods instead, which we do not want here.
 warnings.filterwarnings("ignore", message="Please use 'Bot.", category=PTBUserWarning)
 
+_outcome: contextvars.ContextVar[str | None] = contextvars.ContextVar("outcome", default=None)
 ALLOWED_UPDATES = ["message", "edited_message", "callback_query", "my_chat_member"]
 COMMANDS = [
     ("start", "Begin a new check"), ("back", "Change your last answer"),
@@ -153,6 +156,7 @@ class TelegramBot:
         self.poll_timeout = poll_timeout
         self.retry_base = retry_base
         self.locks = KeyedLocks()
+        self.metrics = Metrics()
         self.pacer = pacer or ChatPacer()
         self.results: dict[int, bool] = {}
         self.ready = False
@@ -196,13 +200,20 @@ class TelegramBot:
 
     async def _on_update(self, update: Update, _: ContextTypes.DEFAULT_TYPE) -> None:
         started = time.perf_counter()
+        kind = _kind(update)
+        self.metrics.updates.labels(kind).inc()
+        _outcome.set(None)
         try:
             self.results[update.update_id] = await self._handle(update)
         except Exception as exc:  # never a crash; never content in the log
             self.results[update.update_id] = False
-            log.error("update %s failed: %s", update.update_id, type(exc).__name__)
-        log.debug("update %s handled in %.1f ms", update.update_id,
-                  1000 * (time.perf_counter() - started))
+            log.error("update %s failed: %s", update.update_id, type(exc).__name__,
+                      extra={"update_id": update.update_id, "error": type(exc).__name__})
+        elapsed = time.perf_counter() - started
+        self.metrics.latency.observe(elapsed)
+        log.debug("update %s handled in %.1f ms", update.update_id, 1000 * elapsed,
+                  extra={"update_id": update.update_id, "kind": kind,
+                         "ms": round(1000 * elapsed, 1), "outcome_level": _outcome.get()})
 
     async def _on_error(self, update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
         log.error("framework error: %s", type(context.error).__name__)
@@ -243,6 +254,8 @@ class TelegramBot:
                     decision = self.conversations.decide(conv, event)
                     tx.save(decision.conversation, decision.log, decision.calls,
                             decision.records)
+            if decision is not None:
+                self._count(decision.records)
             if query is not None:
                 await self._answer_query(query.id, decision.toast if decision else "")
             if decision is not None and decision.forget:
@@ -254,6 +267,16 @@ class TelegramBot:
                                                          self.conversations.texts.forgotten)})
             await self.flush(key)
         return True
+
+    def _count(self, records: list[tuple[str, dict[str, Any]]]) -> None:
+        for kind, data in records:
+            if kind == "event" and data["kind"] == "started":
+                self.metrics.started.inc()
+            elif kind == "event" and data["kind"] == "finished":
+                _outcome.set(data["level"])
+                self.metrics.finished.labels(data["level"]).inc()
+                for rule in data.get("rules", ()):
+                    self.metrics.rules.labels(rule).inc()
 
     async def _take(self, key: Key, event: Any, query_id: str) -> None:
         """A clinician pressed "I'm on it": record who, and show it to the other staff."""
@@ -376,16 +399,22 @@ class TelegramBot:
                 result = await self.application.bot.do_api_request(method, api_kwargs=params)
                 return result if result is not None else True
             except RetryAfter as exc:
+                self.metrics.api_errors.labels("429").inc()
+                self.metrics.retries.inc()
                 wait = exc.retry_after
                 await asyncio.sleep(wait.total_seconds() if isinstance(wait, timedelta) else wait)
             except BadRequest as exc:
                 if "not modified" in exc.message.lower():
                     return True
+                self.metrics.api_errors.labels("400").inc()
                 log.warning("%s rejected: %s", method, exc.message[:80])
                 raise Rejected(exc.message[:80]) from exc
             except Forbidden as exc:
+                self.metrics.api_errors.labels("403").inc()
                 raise Blocked(exc.message[:80]) from exc
             except NetworkError:
+                self.metrics.api_errors.labels("network").inc()
+                self.metrics.retries.inc()
                 await asyncio.sleep(self.retry_base * 2 ** attempt)
         log.warning("%s failed %d times; kept in the outbox", method, SEND_ATTEMPTS)
         return None
@@ -437,12 +466,26 @@ class TelegramBot:
     # ------------------------------------------------------------ webhook
 
     def webhook_app(self) -> web.Application:
-        """Our own webhook server: 200 only after the commit; /healthz when ready."""
-        path = _path(self.settings.webhook_url or "/")
+        """Our HTTP server: the webhook (200 only after the commit) in webhook mode, and
+        in both modes `/healthz` (200 when ready) and `/metrics` (Prometheus)."""
         app = web.Application(client_max_size=1 << 20)
-        app.router.add_post(path, self._webhook)
+        if self.settings.mode == "webhook":
+            app.router.add_post(_path(self.settings.webhook_url or "/"), self._webhook)
         app.router.add_get("/healthz", self._healthz)
+        app.router.add_get("/metrics", self._metrics)
         return app
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        token = self.settings.metrics_token
+        if token and not hmac.compare_digest(request.headers.get("Authorization", "").encode(),
+                                             f"Bearer {token}".encode()):
+            return web.Response(status=401, text="metrics need the bearer token")
+        db = self.settings.db
+        self.metrics.db_size.set(sum(p.stat().st_size for p in
+                                     (db, db.with_name(db.name + "-wal")) if p.exists()))
+        return web.Response(body=self.metrics.render(),
+                            content_type="text/plain", charset="utf-8",
+                            headers={"Cache-Control": "no-store"})
 
     async def _healthz(self, _: web.Request) -> web.Response:
         return web.Response(text="ok" if self.ready else "starting",
@@ -478,8 +521,9 @@ class TelegramBot:
     # ------------------------------------------------------------ housekeeping
 
     async def housekeeping(self, every: float = 60, purge_every: float = 3600) -> None:
-        """Retry unsent replies and alerts every minute; apply the retention hourly."""
-        last_purge = 0.0
+        """Retry unsent replies and alerts every minute; apply the retention hourly;
+        take scheduled backups if a backup folder is set."""
+        last_purge = last_backup = time.monotonic()
         while not self.stopping.is_set():
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self.stopping.wait(), every)
@@ -491,9 +535,23 @@ class TelegramBot:
                     removed = await self.store.purge(self.conversations.retention_days)
                     if removed:
                         log.info("retention: deleted %d old conversations", removed)
+                folder = self.settings.backup_dir
+                if folder and time.monotonic() - last_backup >= self.settings.backup_hours * 3600:
+                    last_backup = time.monotonic()
+                    made = await asyncio.to_thread(maintenance.scheduled, self.settings.db,
+                                                   folder, self.settings.backup_keep)
+                    log.info("backup written: %s", made.name)
                 await self.flush()
             except Exception as exc:
                 log.error("housekeeping failed: %s", type(exc).__name__)
+
+
+def _kind(update: Update) -> str:
+    for kind in ("message", "callback_query", "edited_message", "my_chat_member",
+                 "channel_post"):
+        if getattr(update, kind, None) is not None:
+            return kind
+    return "other"
 
 
 def _path(url: str) -> str:
@@ -510,25 +568,21 @@ async def run(bot: TelegramBot) -> None:
             loop.add_signal_handler(sig, bot.stopping.set)
     await bot.start()
     tasks = [asyncio.create_task(bot.housekeeping())]
-    runner: web.AppRunner | None = None
+    runner = web.AppRunner(bot.webhook_app(), access_log=None)
     try:
+        await runner.setup()
+        site = web.TCPSite(runner, bot.settings.listen_host, bot.settings.listen_port)
+        await site.start()
+        log.info("listening on %s:%s (%s mode)", bot.settings.listen_host,
+                 bot.settings.listen_port, bot.settings.mode)
         if bot.settings.mode == "webhook":
-            runner = web.AppRunner(bot.webhook_app(), access_log=None)
-            await runner.setup()
-            site = web.TCPSite(runner, bot.settings.listen_host, bot.settings.listen_port)
-            await site.start()
             await bot.set_webhook()
-            log.info("webhook listening on %s:%s", bot.settings.listen_host,
-                     bot.settings.listen_port)
-            await bot.stopping.wait()
         else:
-            poller = asyncio.create_task(bot.poll())
-            tasks.append(poller)
-            await bot.stopping.wait()
+            tasks.append(asyncio.create_task(bot.poll()))
+        await bot.stopping.wait()
     finally:
         bot.stopping.set()
-        if runner is not None:
-            await runner.cleanup()  # finishes requests in flight first
+        await runner.cleanup()  # finishes requests in flight first
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)

@@ -1,0 +1,33 @@
+"""Prometheus metrics for the running bot. No personal data in any label."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+
+class Metrics:
+    """One registry per bot (tests start several bots in one process)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.updates = Counter("triagebot_updates_total", "Updates handled, by kind",
+                               ["kind"], registry=r)
+        self.latency = Histogram("triagebot_update_seconds", "Time to handle one update "
+                                 "(commit and replies)", registry=r,
+                                 buckets=(.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10))
+        self.started = Counter("triagebot_interviews_started_total", "Interviews started",
+                               registry=r)
+        self.finished = Counter("triagebot_interviews_finished_total",
+                                "Interviews finished, by level", ["level"], registry=r)
+        self.rules = Counter("triagebot_rules_fired_total", "Red-flag rules in outcomes, by id",
+                             ["rule"], registry=r)
+        self.api_errors = Counter("triagebot_telegram_errors_total", "Bot API errors, by code",
+                                  ["code"], registry=r)
+        self.retries = Counter("triagebot_send_retries_total", "Bot API calls retried",
+                               registry=r)
+        self.db_size = Gauge("triagebot_db_size_bytes", "Size of the SQLite file and its WAL",
+                             registry=r)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
