@@ -121,6 +121,7 @@ class FakeTelegram:
     delivered: dict[int, int] = field(default_factory=dict)  # update id -> webhook 2xx count
     pinned: dict[int, int] = field(default_factory=dict)  # chat -> pinned message id
     chat_types: dict[int, tuple[str, str]] = field(default_factory=dict)  # chat -> (type, title)
+    ssl: Any = None  # an SSLContext trusting the proxy's certificate, for HTTPS webhooks
     attempts: dict[int, int] = field(default_factory=dict)  # update id -> webhook attempts
 
     def __post_init__(self) -> None:
@@ -145,7 +146,8 @@ class FakeTelegram:
         await site.start()
         port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         self.base_url = f"http://127.0.0.1:{port}"
-        self._session = aiohttp.ClientSession()
+        self._session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(ssl=self.ssl) if self.ssl else None)
         self._delivery = asyncio.create_task(self._deliver_forever())
         return self.base_url
 
