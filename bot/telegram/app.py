@@ -211,7 +211,7 @@ class TelegramBot:
                       extra={"update_id": update.update_id, "error": type(exc).__name__})
         elapsed = time.perf_counter() - started
         self.metrics.latency.observe(elapsed)
-        log.debug("update %s handled in %.1f ms", update.update_id, 1000 * elapsed,
+        log.info("update %s handled in %.1f ms", update.update_id, 1000 * elapsed,
                   extra={"update_id": update.update_id, "kind": kind,
                          "ms": round(1000 * elapsed, 1), "outcome_level": _outcome.get()})
 
