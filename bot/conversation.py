@@ -203,6 +203,8 @@ class Conversations:
         if name == "start":
             return self._begin(conv, event.payload)
         if name == "restart":
+            if "consent" not in conv.extra:
+                return self._begin(conv)
             return self._run(conv, Restart(), new_interview=True)
         if name == "back" and conv.session is not None:
             return self._run(conv, Back())
@@ -239,13 +241,13 @@ class Conversations:
                 return Decision(conv, (), calls)
             decision = self._run(conv, Start(), new_interview=True)
             return replace(decision, calls=calls + decision.calls)
-        if session is None:  # a button from before /forget or from a purged conversation
-            return self._begin(conv)
         if button.node == "_" and button.option in ("forget_yes", "forget_no"):
             calls = [render.drop_keyboard(chat, event.message_id)] if event.message_id else []
             if button.option == "forget_yes":
                 return Decision(conv, (), calls, forget=True)
             return Decision(conv, (), calls + render.send(chat, render.esc(self.texts.kept)))
+        if session is None:  # a button from before /forget or from a purged conversation
+            return self._begin(conv)
         if button.interview != conv.interview:
             calls = [render.drop_keyboard(chat, event.message_id)] if event.message_id else []
             decision = self._remind(conv, self.texts.stale)

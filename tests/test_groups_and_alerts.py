@@ -276,3 +276,17 @@ async def test_export_writes_anonymised_outcomes(fake, flow, tmp_path):
     assert sorted(r["level"] for r in rows) == ["emergency", "self_care"]
     assert set(rows[0]) == {"date", "source_group", "level", "rules", "questions"}
     assert "914" not in result.stdout and "915" not in result.stdout
+
+
+async def test_forget_and_restart_work_before_any_interview(fake, flow, tmp_path):
+    async with StaffHarness(fake, flow, tmp_path / "bot.sqlite3") as h:
+        p = Person(fake, 916)
+        await p.say("/start")  # only the consent question so far
+        await p.say("/restart")
+        assert "Before we start" in p.last(), "no health question before consent"
+        await p.say("/forget")
+        await p.press("Yes, erase it", wait_new=False)
+        await fake.wait(lambda: "erased everything" in p.last())
+        db = sqlite3.connect(h.settings.db)
+        assert db.execute("SELECT count(*) FROM conversations WHERE user_id = 916").fetchone() \
+            == (0,)
