@@ -300,13 +300,15 @@ class Conversations:
         interview = conv.interview + 1 if new_interview else conv.interview
         moved = any(isinstance(r, Ask | Outcome) for r in step.replies)
         calls: list[Call] = []
-        if moved and conv.question_message:
-            if pressed and pressed.message_id == conv.question_message and shown is not None \
+        # the question just answered (its id may not be stored yet if the press came fast)
+        target = conv.question_message or (pressed.message_id if pressed else None)
+        if moved and target:
+            if pressed and pressed.message_id == target and shown is not None \
                     and _accepted(old, new):
-                calls.append(render.answered(chat, conv.question_message, pressed.message_text,
+                calls.append(render.answered(chat, target, pressed.message_text,
                                              _label(shown, pressed.button, conv.draft)))
             else:
-                calls.append(render.drop_keyboard(chat, conv.question_message))
+                calls.append(render.drop_keyboard(chat, target))
         draft = () if moved else conv.draft
         calls += render.replies(chat, interview, step.replies, self.headings, draft)
         log = new.log[len(old.log):] if old and new.log[:len(old.log)] == old.log else new.log
