@@ -24,7 +24,7 @@ ENV_VARS = (
     "TRIAGEBOT_EMERGENCY_NUMBER", "TRIAGEBOT_RETENTION_DAYS", "TRIAGEBOT_STAFF_CHAT",
     "TRIAGEBOT_STAFF_CHATS", "TRIAGEBOT_ADMINS", "TRIAGEBOT_METRICS_TOKEN",
     "TRIAGEBOT_LOG_FORMAT", "TRIAGEBOT_BACKUP_DIR", "TRIAGEBOT_BACKUP_HOURS",
-    "TRIAGEBOT_BACKUP_KEEP",
+    "TRIAGEBOT_BACKUP_KEEP", "TRIAGEBOT_SEND_RATE", "TRIAGEBOT_CHAT_BURST",
 )
 
 
@@ -49,6 +49,8 @@ class Settings:
     backup_dir: Path | None = None
     backup_hours: float = 24.0
     backup_keep: int = 7
+    send_rate: float = 30.0  # messages per second for the whole bot (Telegram's limit)
+    chat_burst: int = 3  # messages a chat may get at once, then about one a second
 
     def __repr__(self) -> str:  # the token and secret never reach a log
         return (f"Settings(mode={self.mode!r}, api_url={self.api_url!r}, db={str(self.db)!r}, "
@@ -110,6 +112,14 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         raise SettingsError("TRIAGEBOT_BACKUP_HOURS must be a positive number of hours and "
                             "TRIAGEBOT_BACKUP_KEEP a whole number of copies from 1") from None
     backup_dir = env.get("TRIAGEBOT_BACKUP_DIR") or None
+    try:
+        send_rate = float(env.get("TRIAGEBOT_SEND_RATE", "30"))
+        chat_burst = int(env.get("TRIAGEBOT_CHAT_BURST", "3"))
+        if send_rate <= 0 or chat_burst < 1:
+            raise ValueError
+    except ValueError:
+        raise SettingsError("TRIAGEBOT_SEND_RATE must be a positive number of messages per "
+                            "second and TRIAGEBOT_CHAT_BURST a whole number from 1") from None
     return Settings(
         token=env.get("TELEGRAM_BOT_TOKEN") or None,
         api_url=env.get("TRIAGEBOT_API_URL", DEFAULT_API_URL).rstrip("/"),
@@ -130,6 +140,8 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         backup_dir=Path(backup_dir) if backup_dir else None,
         backup_hours=backup_hours,
         backup_keep=backup_keep,
+        send_rate=send_rate,
+        chat_burst=chat_burst,
     )
 
 

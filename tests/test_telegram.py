@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import sqlite3
 import stat
 from pathlib import Path
@@ -462,6 +463,8 @@ async def test_a_bad_webhook_body_is_logged_without_its_content(fake, flow, tmp_
         async with http.post(h.url + "/hook/abc", data=body,
                              headers={"X-Telegram-Bot-Api-Secret-Token": SECRET}) as r:
             assert r.status == 400
+        logging.getLogger("some.library").info("calling %s/bot%s/getMe", fake.base_url,
+                                               fake.token)
     assert "not a valid update" in caplog.text
     assert "saddle" not in caplog.text
     assert fake.token not in caplog.text and "<token>" in caplog.text, "the token is redacted"

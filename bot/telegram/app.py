@@ -41,6 +41,7 @@ from bot.settings import Settings
 from bot.store import Key, Outgoing, maintenance
 from bot.store.sqlite import SqliteStore
 from bot.telegram import inputs, render
+from bot.telegram.aiohttp_request import AiohttpRequest
 from bot.telegram.metrics import Metrics
 
 log = logging.getLogger("triagebot.telegram")
@@ -157,7 +158,8 @@ class TelegramBot:
         self.retry_base = retry_base
         self.locks = KeyedLocks()
         self.metrics = Metrics()
-        self.pacer = pacer or ChatPacer()
+        self.pacer = pacer or ChatPacer(burst=settings.chat_burst,
+                                        per_seconds=float(settings.chat_burst))
         self.results: dict[int, bool] = {}
         self.ready = False
         self.stopping = asyncio.Event()
@@ -168,7 +170,11 @@ class TelegramBot:
         self.application = (
             Application.builder().token(settings.token)
             .base_url(f"{settings.api_url}/bot").base_file_url(f"{settings.api_url}/file/bot")
-            .rate_limiter(rate_limiter or AIORateLimiter(max_retries=2)).updater(None).build())
+            .request(AiohttpRequest())
+            .get_updates_request(AiohttpRequest(pool_size=1, read_timeout=poll_timeout + 10))
+            .rate_limiter(rate_limiter or AIORateLimiter(overall_max_rate=settings.send_rate,
+                                                         max_retries=2))
+            .updater(None).build())
         self.application.add_handler(TypeHandler(Update, self._on_update))
         self.application.add_error_handler(self._on_error)
 

@@ -1,0 +1,207 @@
+"""Load the whole webhook path and compare it with two baselines measured in the same run.
+
+The fake Bot API server (tests/fake_telegram.py) runs in this process and plays U
+people who each answer only after the previous reply, like a human (no think time):
+for triagebot, full interviews by buttons and by typing; for the baselines, the same
+number of messages. Targets, each in its own process, one after the other:
+
+* triagebot — `triagebot run` in webhook mode (HTTP -> python-telegram-bot -> engine
+  -> SQLite commit -> replies), with Telegram's send limits lifted so that capacity,
+  not policy, is measured;
+* ptb_echo — bench/baselines/ptb_echo.py, a bare python-telegram-bot bot with default
+  settings answering each update with a 2-button keyboard (the framework's floor);
+* aiohttp_echo — bench/baselines/aiohttp_echo.py, no framework (the limit here).
+
+Prints JSON: updates/s, latency p50/p95/p99 from pushing an update to the bot's final
+reply, errors, the bot's CPU seconds per update, its peak RSS, and the ratios.
+
+    python bench/webhook_load.py [--people 50] [--rounds 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.fake_telegram import FakeTelegram  # noqa: E402
+
+TICKS = os.sysconf("SC_CLK_TCK")
+PROFILE_DIR: Path | None = None  # --profile DIR: run triagebot under pyinstrument
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS  # utime + stime
+
+
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+class Person:
+    """Someone who sends one thing, waits for the bot's reply, then sends the next."""
+
+    def __init__(self, fake: FakeTelegram, user_id: int, latencies: list[float]):
+        self.fake, self.id, self.latencies = fake, user_id, latencies
+        self.updates = 0
+
+    def messages(self):
+        return self.fake.bot_messages(self.id)
+
+    def settled(self, before: int, echo: bool) -> bool:
+        messages = self.messages()
+        if len(messages) <= before:
+            return False
+        last = messages[-1]
+        return echo or bool(last.buttons()) or "This is not a diagnosis" in last.text
+
+    async def act(self, push, echo: bool) -> None:
+        before = len(self.messages())
+        started = time.perf_counter()
+        push()
+        self.updates += 1
+        await self.fake.wait(lambda: self.settled(before, echo), timeout=120)
+        self.latencies.append(time.perf_counter() - started)
+
+    async def say(self, text: str, echo: bool = False) -> None:
+        await self.act(lambda: self.fake.type(self.id, text), echo)
+
+    async def press(self, label: str) -> None:
+        q = next(m for m in reversed(self.messages()) if m.buttons())
+        data = next(d for t, d in q.buttons() if label in t)
+        await self.act(lambda: self.fake.press(self.id, q.message_id, data), False)
+
+    async def toggle(self, label: str) -> None:  # edits the keyboard; no new message
+        q = next(m for m in reversed(self.messages()) if m.buttons())
+        data = next(d for t, d in q.buttons() if label in t)
+        edits, started = q.edits, time.perf_counter()
+        self.fake.press(self.id, q.message_id, data)
+        self.updates += 1
+        await self.fake.wait(lambda: q.edits > edits, timeout=120)
+        self.latencies.append(time.perf_counter() - started)
+
+
+async def interview(p: Person, n: int) -> None:
+    """A full triagebot interview: buttons for even people, typing for odd ones."""
+    await p.say("/start")
+    await p.press("No, don't alert anyone" if p.fake.last_question(p.id).buttons()[0][0]
+                  != "OK, start" else "OK, start")
+    if n % 2 == 0:
+        await p.say("45")
+        await p.press("Male")
+        await p.press("Lower back")
+        await p.toggle("Numbness or tingling around the genitals")
+        await p.press("Done")
+    else:
+        for text in ("33", "Female, not pregnant", "lower back", "none", "101.3F", "none",
+                     "mild", "2 days", "none", "none", "none"):
+            await p.say(text)
+
+
+async def echo_chat(p: Person, count: int) -> None:
+    for i in range(count):
+        await p.say(f"message {i}", echo=True)
+
+
+async def run_target(name: str, people: int, per_person: int, tmp: Path) -> dict:
+    fake = FakeTelegram()
+    await fake.start()
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TRIAGEBOT_", "TELEGRAM_"))}
+    env |= {"TELEGRAM_BOT_TOKEN": fake.token, "TOKEN": fake.token, "API_URL": fake.base_url,
+            "TRIAGEBOT_API_URL": fake.base_url, "PORT": str(port), "SECRET": "s3cret",
+            "TRIAGEBOT_MODE": "webhook", "TRIAGEBOT_WEBHOOK_SECRET": "s3cret",
+            "TRIAGEBOT_WEBHOOK_URL": f"http://127.0.0.1:{port}/hook",
+            "TRIAGEBOT_LISTEN": f"127.0.0.1:{port}", "TRIAGEBOT_DB": str(tmp / f"{name}.db"),
+            "TRIAGEBOT_SEND_RATE": "100000", "TRIAGEBOT_CHAT_BURST": "100000"}
+    profile = ["-m", "pyinstrument", "--renderer", "text", "--outfile",
+               str(PROFILE_DIR / f"{name}.txt")] if PROFILE_DIR else []
+    command = {"triagebot": [sys.executable, *profile, "-m", "bot", "run"],
+               "ptb_echo": [sys.executable, str(ROOT / "bench/baselines/ptb_echo.py")],
+               "aiohttp_echo": [sys.executable, str(ROOT / "bench/baselines/aiohttp_echo.py")]}
+    log = open(tmp / f"{name}.log", "wb")  # noqa: SIM115 - closed with the process
+    proc = await asyncio.create_subprocess_exec(
+        *command[name], cwd=ROOT, env=env, stdout=log, stderr=log)
+    try:
+        await fake.wait(lambda: fake.webhook is not None, timeout=60)
+        await asyncio.sleep(0.5)  # let it finish starting
+        latencies: list[float] = []
+        crowd = [Person(fake, 50_000 + i, latencies) for i in range(people)]
+        for p in crowd:
+            fake.chats.setdefault(p.id, [])
+        cpu0, t0 = cpu_seconds(proc.pid), time.perf_counter()
+        if name == "triagebot":
+            await asyncio.gather(*(interview(p, i) for i, p in enumerate(crowd)))
+        else:
+            await asyncio.gather(*(echo_chat(p, per_person) for p in crowd))
+        wall, cpu = time.perf_counter() - t0, cpu_seconds(proc.pid) - cpu0
+        updates = sum(p.updates for p in crowd)
+        q = statistics.quantiles(latencies, n=100)
+        return {"updates": updates, "updates_per_second": round(updates / wall, 1),
+                "p50_ms": round(1000 * q[49], 1), "p95_ms": round(1000 * q[94], 1),
+                "p99_ms": round(1000 * q[98], 1), "errors": len(fake.errors),
+                "bot_cpu_ms_per_update": round(1000 * cpu / updates, 2),
+                "peak_rss_mb": round(peak_rss_mb(proc.pid), 1)}
+    except AssertionError:
+        log.close()
+        print((tmp / f"{name}.log").read_text()[-3000:], file=sys.stderr)
+        raise
+    finally:
+        if proc.returncode is None:
+            proc.terminate()
+        await proc.wait()
+        log.close()
+        await fake.stop()
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--people", type=int, default=50)
+    parser.add_argument("--targets", default="triagebot,ptb_echo,aiohttp_echo")
+    parser.add_argument("--profile", help="folder for a pyinstrument profile of triagebot")
+    args = parser.parse_args()
+    global PROFILE_DIR
+    PROFILE_DIR = Path(args.profile) if args.profile else None
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in args.targets.split(","):
+            # baselines get as many messages per person as an average interview has updates
+            per = round(results["triagebot"]["updates"] / args.people) \
+                if "triagebot" in results else 10
+            results[name] = await run_target(name, args.people, per, Path(tmp))
+    out = {"benchmark": "webhook_load", "people": args.people, "results": results}
+    if {"triagebot", "ptb_echo"} <= results.keys():
+        ours, ptb = results["triagebot"], results["ptb_echo"]
+        out["throughput_vs_ptb"] = round(ours["updates_per_second"] / ptb["updates_per_second"],
+                                         2)
+        out["p99_vs_ptb"] = round(ours["p99_ms"] / ptb["p99_ms"], 2)
+        out["cpu_vs_ptb"] = round(ours["bot_cpu_ms_per_update"] / ptb["bot_cpu_ms_per_update"],
+                                  2)
+    if {"triagebot", "aiohttp_echo"} <= results.keys():
+        out["throughput_vs_aiohttp"] = round(results["triagebot"]["updates_per_second"] /
+                                             results["aiohttp_echo"]["updates_per_second"], 2)
+    print(json.dumps(out, indent=2))
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
