@@ -219,7 +219,8 @@ async def test_forget_erases_consent_and_pending_alerts(fake, flow, tmp_path):
         await emergency_by_buttons(p, consent="Yes, and show them my answers")
         await asyncio.sleep(0.2)
         db = sqlite3.connect(h.settings.db)
-        assert db.execute("SELECT count(*) FROM outbox WHERE user_id = 913").fetchone() == (1,)
+        assert db.execute("SELECT count(*) FROM outbox WHERE user_id = 913 AND params LIKE"
+                          " '%_alert%'").fetchone() == (1,), "the alert waits in the outbox"
         await p.say("/forget")
         await p.press("Yes, erase it", wait_new=False)
         await fake.wait(lambda: "erased everything" in p.last())

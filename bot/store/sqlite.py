@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import aiosqlite
+import orjson
 
 from bot.session import LogEntry, Session
 from bot.store import Conversation, Key, Outgoing
@@ -79,12 +80,20 @@ class SqliteStore:
         return version
 
     @contextlib.asynccontextmanager
-    async def update(self, update_id: int | None, key: Key) -> AsyncIterator[SqliteTransaction]:
-        """Read a conversation and, if `save` was called, commit it with the update id."""
+    async def update(self, update_id: int | None, key: Key, sent: tuple[int, ...] = (),
+                     question: tuple[int, int] | None = None,
+                     ) -> AsyncIterator[SqliteTransaction]:
+        """Read a conversation and, if `save` was called, commit it with the update id.
+
+        `sent` (outbox ids Telegram accepted) and `question` ((interview, message id) of
+        the last question sent) are bookkeeping from the previous update, folded into
+        this transaction so that an update costs one commit (one fsync), not three.
+        """
         assert self.db is not None
         async with self.lock:
             await self.db.execute("BEGIN IMMEDIATE")
             try:
+                await self._bookkeeping(key, sent, question)
                 duplicate = False
                 if update_id is not None:
                     cur = await self.db.execute(
@@ -95,6 +104,37 @@ class SqliteStore:
                 yield tx
                 if tx.saved and not duplicate:
                     await self._save(*tx.saved)
+                await self.db.execute("COMMIT")
+            except BaseException:
+                await self.db.execute("ROLLBACK")
+                raise
+
+    async def _bookkeeping(self, key: Key, sent: tuple[int, ...],
+                           question: tuple[int, int] | None) -> None:
+        assert self.db is not None
+        if sent:
+            await self.db.execute(f"DELETE FROM outbox WHERE id IN ({','.join('?' * len(sent))})",
+                                  sent)
+        if question is not None:
+            await self.db.execute(
+                "UPDATE conversations SET question_message = ? WHERE chat_id = ? AND"
+                " user_id = ? AND interview = ?",
+                (question[1], key.chat_id, key.user_id, question[0]))
+
+    async def settle(self, sent: dict[int, tuple[int, ...]],
+                     questions: dict[Key, tuple[int, int]]) -> None:
+        """Write deferred bookkeeping for many people in one commit (idle time, shutdown)."""
+        if not sent and not questions:
+            return
+        assert self.db is not None
+        async with self.lock:
+            await self.db.execute("BEGIN IMMEDIATE")
+            try:
+                ids = tuple(i for group in sent.values() for i in group)
+                if ids:
+                    await self._bookkeeping(Key(0, 0), ids, None)
+                for key, question in questions.items():
+                    await self._bookkeeping(key, (), question)
                 await self.db.execute("COMMIT")
             except BaseException:
                 await self.db.execute("ROLLBACK")
@@ -111,7 +151,7 @@ class SqliteStore:
             return Conversation(key)
         session, interview, question, draft, extra, blocked = row
         return Conversation(
-            key, Session.from_dict(json.loads(session)) if session else None, interview,
+            key, Session.from_dict(orjson.loads(session)) if session else None, interview,
             question, tuple(json.loads(draft)), bool(blocked), json.loads(extra))
 
     async def _save(self, conv: Conversation, log: tuple[LogEntry, ...],
@@ -120,7 +160,7 @@ class SqliteStore:
         assert self.db is not None
         now = time.time()
         key = conv.key
-        session = json.dumps(conv.session.to_dict()) if conv.session else None
+        session = orjson.dumps(conv.session).decode() if conv.session else None
         await self.db.execute(
             "INSERT INTO conversations (chat_id, user_id, session, interview, question_message,"
             " draft, extra, blocked, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
@@ -170,8 +210,11 @@ class SqliteStore:
             rows = await cur.fetchall()
         return [Outgoing(r[0], Key(r[1], r[2]), r[3], json.loads(r[4])) for r in rows]
 
-    async def sent(self, outgoing_id: int) -> None:
-        await self._write("DELETE FROM outbox WHERE id = ?", (outgoing_id,))
+    async def sent(self, *outgoing_ids: int) -> None:
+        """Forget calls that Telegram accepted (one statement for all of them)."""
+        if outgoing_ids:
+            marks = ",".join("?" * len(outgoing_ids))
+            await self._write(f"DELETE FROM outbox WHERE id IN ({marks})", outgoing_ids)
 
     async def set_question_message(self, key: Key, interview: int, message_id: int) -> None:
         """Remember which message holds the current question (its keyboard is removed later)."""

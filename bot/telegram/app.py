@@ -157,6 +157,9 @@ class TelegramBot:
         self.poll_timeout = poll_timeout
         self.retry_base = retry_base
         self.locks = KeyedLocks()
+        # written with the person's next update (see SqliteStore.update), or when idle:
+        self.sent_ids: dict[int, tuple[int, ...]] = {}  # user -> outbox ids Telegram accepted
+        self.questions: dict[Key, tuple[int, int]] = {}  # conversation -> (interview, message)
         self.metrics = Metrics()
         self.pacer = pacer or ChatPacer(burst=settings.chat_burst,
                                         per_seconds=float(settings.chat_burst))
@@ -191,8 +194,23 @@ class TelegramBot:
         self.ready = True
         log.info("ready as @%s", self.username)
 
+    async def settle(self) -> None:
+        """Write the deferred bookkeeping of people who have been quiet since."""
+        sent, self.sent_ids = self.sent_ids, {}
+        questions, self.questions = self.questions, {}
+        try:
+            await self.store.settle(sent, questions)
+        except Exception:  # keep them for the next try
+            for user, ids in sent.items():
+                self.sent_ids[user] = (*ids, *self.sent_ids.get(user, ()))
+            for key, value in questions.items():
+                self.questions.setdefault(key, value)
+            raise
+
     async def stop(self) -> None:
         self.ready = False
+        with contextlib.suppress(Exception):
+            await self.settle()
         with contextlib.suppress(Exception):
             await self.application.shutdown()
         await self.store.close()
@@ -252,7 +270,9 @@ class TelegramBot:
             return True
         decision: Decision | None = None
         async with self.locks(key):
-            async with self.store.update(update.update_id, key) as tx:
+            sent = self.sent_ids.pop(key.user_id, ())
+            question = self.questions.pop(key, None)
+            async with self.store.update(update.update_id, key, sent, question) as tx:
                 if not tx.duplicate:
                     conv = tx.conversation
                     if conv.blocked:  # they wrote to us again, so they unblocked the bot
@@ -342,20 +362,30 @@ class TelegramBot:
             for person in dict.fromkeys(out.key for out in await self.store.pending()):
                 async with self.locks(person):
                     await self.flush(person)
+            await self.settle()
             return
-        for out in await self.store.pending(key):
-            if "_alert" in out.params:
-                await self._send_alert(out)  # a failing alert never holds up the person
-                continue
-            try:
-                ok = await self._send(out)
-            except Blocked:
-                log.info("chat %s blocked the bot; not sending", out.key.chat_id)
-                await self.store.set_blocked(out.key)
-                return
-            if not ok:
-                return  # still failing: keep it (and what follows) for the next flush
-            await self.store.sent(out.id)
+        done: list[int] = []
+        already = set(self.sent_ids.get(key.user_id, ()))  # sent, awaiting their delete
+        try:
+            for out in await self.store.pending(key):
+                if out.id in already:
+                    continue
+                if "_alert" in out.params:
+                    await self._send_alert(out)  # a failing alert never holds up the person
+                    continue
+                try:
+                    ok = await self._send(out)
+                except Blocked:
+                    log.info("chat %s blocked the bot; not sending", out.key.chat_id)
+                    await self.store.set_blocked(out.key)
+                    return
+                if not ok:
+                    return  # still failing: keep it (and what follows) for the next flush
+                done.append(out.id)
+        finally:
+            if done:  # recorded with this person's next update (or at idle/shutdown);
+                # after a crash before that, at most these calls are made again
+                self.sent_ids[key.user_id] = (*self.sent_ids.get(key.user_id, ()), *done)
 
     async def _send(self, out: Outgoing) -> bool:
         params = {k: v for k, v in out.params.items() if not k.startswith("_")}
@@ -367,7 +397,7 @@ class TelegramBot:
             return False
         interview = out.params.get(render.QUESTION)
         if interview is not None and isinstance(result, dict) and "message_id" in result:
-            await self.store.set_question_message(out.key, interview, result["message_id"])
+            self.questions[out.key] = (interview, result["message_id"])
         return True
 
     async def _send_alert(self, out: Outgoing) -> None:
@@ -385,7 +415,7 @@ class TelegramBot:
             return
         message_id = result.get("message_id", 0) if isinstance(result, dict) else 0
         await self.store.alert_sent(alert_id, message_id)
-        await self.store.sent(out.id)
+        self.sent_ids[out.key.user_id] = (*self.sent_ids.get(out.key.user_id, ()), out.id)
         # only now is it true that a clinician was told
         with contextlib.suppress(Rejected, Blocked):
             await self._call("sendMessage", {
