@@ -12,10 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import aiosqlite
-import orjson
 
-from bot.session import LogEntry, Session
-from bot.store import Conversation, Key, Outgoing
+from bot.session import LogEntry
+from bot.store import Conversation, Key, Outgoing, codec
 from bot.store.migrations import MIGRATIONS
 
 PROCESSED_KEEP_SECONDS = 2 * 24 * 3600  # Telegram gives up redelivering well before this
@@ -151,7 +150,7 @@ class SqliteStore:
             return Conversation(key)
         session, interview, question, draft, extra, blocked = row
         return Conversation(
-            key, Session.from_dict(orjson.loads(session)) if session else None, interview,
+            key, codec.decode(session) if session else None, interview,
             question, tuple(json.loads(draft)), bool(blocked), json.loads(extra))
 
     async def _save(self, conv: Conversation, log: tuple[LogEntry, ...],
@@ -160,7 +159,7 @@ class SqliteStore:
         assert self.db is not None
         now = time.time()
         key = conv.key
-        session = orjson.dumps(conv.session).decode() if conv.session else None
+        session = codec.encode(conv.session) if conv.session else None
         await self.db.execute(
             "INSERT INTO conversations (chat_id, user_id, session, interview, question_message,"
             " draft, extra, blocked, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
