@@ -27,6 +27,7 @@ sys.path.insert(0, str(ROOT))
 from bot.engine import Engine  # noqa: E402
 from bot.loader import load_flow  # noqa: E402
 from bot.session import Pick, PickMany, Typed  # noqa: E402
+from bot.store import codec  # noqa: E402
 from bot.store.sqlite import SqliteStore  # noqa: E402
 from tests.fake_telegram import FakeTelegram  # noqa: E402
 
@@ -40,7 +41,7 @@ async def fill(db: Path, n: int) -> None:
     for inp in (Typed("45"), Pick("sex", "male"), Pick("where", "lower"), PickMany("danger", ()),
                 Typed("37.5")):
         step = engine.handle(step.session, inp)
-    session = json.dumps(step.session.to_dict())
+    session = codec.encode(step.session)
     now = time.time()
     with sqlite3.connect(db) as conn:
         conn.executemany(
