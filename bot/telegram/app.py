@@ -272,14 +272,20 @@ class TelegramBot:
         async with self.locks(key):
             sent = self.sent_ids.pop(key.user_id, ())
             question = self.questions.pop(key, None)
-            async with self.store.update(update.update_id, key, sent, question) as tx:
-                if not tx.duplicate:
-                    conv = tx.conversation
-                    if conv.blocked:  # they wrote to us again, so they unblocked the bot
-                        conv = replace(conv, blocked=False)
-                    decision = self.conversations.decide(conv, event)
-                    tx.save(decision.conversation, decision.log, decision.calls,
-                            decision.records)
+            try:
+                async with self.store.update(update.update_id, key, sent, question) as tx:
+                    if not tx.duplicate:
+                        conv = tx.conversation
+                        if conv.blocked:  # they wrote to us again, so they unblocked the bot
+                            conv = replace(conv, blocked=False)
+                        decision = self.conversations.decide(conv, event)
+                        tx.save(decision.conversation, decision.log, decision.calls,
+                                decision.records)
+            except BaseException:  # rolled back: keep the bookkeeping for the next try
+                self.sent_ids[key.user_id] = (*sent, *self.sent_ids.get(key.user_id, ()))
+                if question is not None:
+                    self.questions.setdefault(key, question)
+                raise
             if decision is not None:
                 self._count(decision.records)
             if query is not None:
