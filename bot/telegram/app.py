@@ -614,9 +614,16 @@ async def run(bot: TelegramBot) -> None:
     try:
         await runner.setup()
         site = web.TCPSite(runner, bot.settings.listen_host, bot.settings.listen_port)
-        await site.start()
-        log.info("listening on %s:%s (%s mode)", bot.settings.listen_host,
-                 bot.settings.listen_port, bot.settings.mode)
+        try:
+            await site.start()
+            log.info("listening on %s:%s (%s mode)", bot.settings.listen_host,
+                     bot.settings.listen_port, bot.settings.mode)
+        except OSError as exc:
+            if bot.settings.mode == "webhook":
+                raise  # without its port a webhook bot cannot work
+            log.warning("polling without /healthz and /metrics: cannot listen on %s:%s (%s); "
+                        "set TRIAGEBOT_LISTEN to a free port", bot.settings.listen_host,
+                        bot.settings.listen_port, exc.strerror)
         if bot.settings.mode == "webhook":
             await bot.set_webhook()
         else:
