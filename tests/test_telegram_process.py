@@ -91,3 +91,29 @@ async def test_replies_committed_before_a_crash_are_sent_on_the_next_start(fake,
     finally:
         proc.send_signal(signal.SIGTERM)
         await asyncio.wait_for(proc.wait(), 30)
+
+
+async def test_polling_works_even_if_the_metrics_port_is_taken(fake, tmp_path):
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        env = {k: v for k, v in os.environ.items()
+               if not k.startswith(("TRIAGEBOT_", "TELEGRAM_"))}
+        env.update({"TELEGRAM_BOT_TOKEN": fake.token, "TRIAGEBOT_API_URL": fake.base_url,
+                    "TRIAGEBOT_DB": str(tmp_path / "bot.sqlite3"),
+                    "TRIAGEBOT_LISTEN": f"127.0.0.1:{port}"})
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "bot", "run", cwd=ROOT, env=env,
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+        try:
+            await fake.wait(lambda: any(c[0] == "getUpdates" for c in fake.calls), timeout=30)
+            p = Person(fake, 603)
+            await p.say("/start")
+            assert "Before we start" in p.last()
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            await asyncio.wait_for(proc.wait(), 30)
+        assert "set TRIAGEBOT_LISTEN to a free port" in (await proc.stderr.read()).decode()
