@@ -76,14 +76,7 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
     if not flows.exists():
         raise SettingsError(f"TRIAGEBOT_FLOWS={str(flows)!r} does not exist: point it at the "
                             "folder of flow YAML files")
-    retention = env.get("TRIAGEBOT_RETENTION_DAYS", "30")
-    try:
-        retention_days = float(retention)
-        if not 0 < retention_days <= 3650:
-            raise ValueError
-    except ValueError:
-        raise SettingsError(f"TRIAGEBOT_RETENTION_DAYS={retention!r} must be a number of days "
-                            "between 1 and 3650") from None
+    retention_days = _number(env, "TRIAGEBOT_RETENTION_DAYS", 30.0, 1, 3650, "days")
     webhook_url = env.get("TRIAGEBOT_WEBHOOK_URL") or None
     local = (webhook_url or "").startswith(("http://127.0.0.1", "http://localhost"))
     if mode == "webhook" and not ((webhook_url or "").startswith("https://") or local):
@@ -103,23 +96,11 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
     log_format = env.get("TRIAGEBOT_LOG_FORMAT", "text").strip().lower()
     if log_format not in ("text", "json"):
         raise SettingsError(f"TRIAGEBOT_LOG_FORMAT={log_format!r}: use text or json")
-    try:
-        backup_hours = float(env.get("TRIAGEBOT_BACKUP_HOURS", "24"))
-        backup_keep = int(env.get("TRIAGEBOT_BACKUP_KEEP", "7"))
-        if backup_hours <= 0 or backup_keep < 1:
-            raise ValueError
-    except ValueError:
-        raise SettingsError("TRIAGEBOT_BACKUP_HOURS must be a positive number of hours and "
-                            "TRIAGEBOT_BACKUP_KEEP a whole number of copies from 1") from None
+    backup_hours = _number(env, "TRIAGEBOT_BACKUP_HOURS", 24.0, 0.01, 24 * 365, "hours")
+    backup_keep = int(_number(env, "TRIAGEBOT_BACKUP_KEEP", 7, 1, 10_000, "copies", whole=True))
     backup_dir = env.get("TRIAGEBOT_BACKUP_DIR") or None
-    try:
-        send_rate = float(env.get("TRIAGEBOT_SEND_RATE", "30"))
-        chat_burst = int(env.get("TRIAGEBOT_CHAT_BURST", "3"))
-        if send_rate <= 0 or chat_burst < 1:
-            raise ValueError
-    except ValueError:
-        raise SettingsError("TRIAGEBOT_SEND_RATE must be a positive number of messages per "
-                            "second and TRIAGEBOT_CHAT_BURST a whole number from 1") from None
+    send_rate = _number(env, "TRIAGEBOT_SEND_RATE", 30.0, 0.01, 1e6, "messages per second")
+    chat_burst = int(_number(env, "TRIAGEBOT_CHAT_BURST", 3, 1, 1e6, "messages", whole=True))
     return Settings(
         token=env.get("TELEGRAM_BOT_TOKEN") or None,
         api_url=env.get("TRIAGEBOT_API_URL", DEFAULT_API_URL).rstrip("/"),
@@ -143,6 +124,21 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         send_rate=send_rate,
         chat_burst=chat_burst,
     )
+
+
+def _number(env: Mapping[str, str], name: str, default: float, lo: float, hi: float,
+            unit: str, whole: bool = False) -> float:
+    """A numeric setting in lo..hi, or a SettingsError that says so."""
+    text = env.get(name, "").strip() or str(default)
+    try:
+        value = float(text)
+        if not lo <= value <= hi or (whole and not value.is_integer()):
+            raise ValueError
+    except ValueError:
+        kind = "a whole number of" if whole else "a number of"
+        raise SettingsError(f"{name}={text!r} must be {kind} {unit} from {lo:g} to {hi:g}"
+                            ) from None
+    return value
 
 
 def _chat_id(text: str, name: str) -> int | None:  # type: ignore[return]
