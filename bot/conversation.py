@@ -46,8 +46,9 @@ class BotTexts:
     privacy: str = (
         "I keep your answers to this check, and the advice I gave, so the conversation "
         "survives a restart of the bot. I keep them for {retention} days after your last "
-        "message, then delete them. Nobody else can read them through this bot. "
-        "Send /forget to erase everything now.")
+        "message, then delete them. Nobody else can read them through this bot, except "
+        "that, if you agreed, this service's clinicians on duty get an alert when your "
+        "answers need care today or now. Send /forget to erase everything now.")
     forget_confirm: str = "Erase everything I keep about you? This cannot be undone."
     forget_yes: str = "Yes, erase it"
     forget_no: str = "No, keep it"
@@ -60,8 +61,6 @@ class BotTexts:
     edited: str = ("I only read new messages, so your edit did not change anything. "
                    "If an answer was wrong, send /back.")
     finished: str = "This check is finished. Send /start or /restart to begin a new one."
-    private_only: str = ("For your privacy I only run checks in a private chat. "
-                         "Please open a private chat with me and send /start.")
     group_invite: str = ("Worried about back pain or a fever? I can check it with you in a "
                          "private chat: your answers stay between you and me, never in this "
                          "group. I am not a doctor; in an emergency call {emergency_number}.")
