@@ -323,8 +323,13 @@ class Conversations:
                                       "level": outcome.level.id, "rules": outcome.rules,
                                       "questions": new.questions_asked}))
             alert = self._alert(conv, outcome, pressed)
-            if alert:
+            done = conv.extra.get("alerted", {})
+            repeat = done.get("interview") == interview and \
+                Level.parse(done.get("level", "self_care")) >= outcome.level
+            if alert and not repeat:  # going back and finishing again alerts only if higher
                 records.append(("alert", alert))
+                conv = replace(conv, extra={**conv.extra, "alerted": {
+                    "interview": interview, "level": outcome.level.id}})
         return Decision(conv, log, calls, records=records)
 
     def _alert(self, conv: Conversation, outcome: Outcome, event: Event | None) -> dict | None:

@@ -291,3 +291,17 @@ async def test_forget_and_restart_work_before_any_interview(fake, flow, tmp_path
         db = sqlite3.connect(h.settings.db)
         assert db.execute("SELECT count(*) FROM conversations WHERE user_id = 916").fetchone() \
             == (0,)
+
+
+async def test_finishing_again_after_going_back_does_not_alert_twice(fake, flow, tmp_path):
+    setup_chats(fake)
+    async with StaffHarness(fake, flow, tmp_path / "bot.sqlite3"):
+        p = Person(fake, 917)
+        await emergency_by_buttons(p, consent="Yes, contact me only")
+        await fake.wait(lambda: len(fake.bot_messages(STAFF)) == 1)
+        await p.say("/back")
+        await p.press("Yes")  # confirm the earlier answer was a mistake
+        await p.tick("in the chest")  # ... and it is still an emergency
+        assert p.last().startswith("🔴")
+        await asyncio.sleep(0.3)
+        assert len(fake.bot_messages(STAFF)) == 1
