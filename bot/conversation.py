@@ -322,7 +322,7 @@ class Conversations:
             records.append(("event", {"kind": "finished", "source": source,
                                       "level": outcome.level.id, "rules": outcome.rules,
                                       "questions": new.questions_asked}))
-            alert = self._alert(conv, outcome, pressed)
+            alert = self._alert(conv, outcome)
             done = conv.extra.get("alerted", {})
             repeat = done.get("interview") == interview and \
                 Level.parse(done.get("level", "self_care")) >= outcome.level
@@ -332,7 +332,7 @@ class Conversations:
                     "interview": interview, "level": outcome.level.id}})
         return Decision(conv, log, calls, records=records)
 
-    def _alert(self, conv: Conversation, outcome: Outcome, event: Event | None) -> dict | None:
+    def _alert(self, conv: Conversation, outcome: Outcome) -> dict | None:
         """A staff alert for an urgent or emergency outcome, if the person agreed to contact."""
         consent = conv.extra.get("consent")
         staff = self.staff_for(conv.extra.get("source"))

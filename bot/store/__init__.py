@@ -54,17 +54,19 @@ class Transaction(Protocol):
 
 
 class Store(Protocol):
+    """What the Telegram adapter needs from a session store (SqliteStore implements it)."""
+
     async def open(self) -> None: ...
 
     async def close(self) -> None: ...
 
-    def update(self, update_id: int | None, key: Key): ...  # async context -> Transaction
+    def update(self, update_id: int | None, key: Key, sent: tuple[int, ...] = (),
+               question: tuple[int, int] | None = None): ...  # async context -> Transaction
+
+    async def settle(self, sent: dict[int, tuple[int, ...]],
+                     questions: dict[Key, tuple[int, int]]) -> None: ...
 
     async def pending(self, key: Key | None = None) -> list[Outgoing]: ...
-
-    async def sent(self, outgoing_id: int) -> None: ...
-
-    async def set_question_message(self, key: Key, interview: int, message_id: int) -> None: ...
 
     async def set_blocked(self, key: Key) -> None: ...
 

@@ -209,18 +209,6 @@ class SqliteStore:
             rows = await cur.fetchall()
         return [Outgoing(r[0], Key(r[1], r[2]), r[3], json.loads(r[4])) for r in rows]
 
-    async def sent(self, *outgoing_ids: int) -> None:
-        """Forget calls that Telegram accepted (one statement for all of them)."""
-        if outgoing_ids:
-            marks = ",".join("?" * len(outgoing_ids))
-            await self._write(f"DELETE FROM outbox WHERE id IN ({marks})", outgoing_ids)
-
-    async def set_question_message(self, key: Key, interview: int, message_id: int) -> None:
-        """Remember which message holds the current question (its keyboard is removed later)."""
-        await self._write("UPDATE conversations SET question_message = ? WHERE chat_id = ? AND"
-                          " user_id = ? AND interview = ?",
-                          (message_id, key.chat_id, key.user_id, interview))
-
     async def set_blocked(self, key: Key) -> None:
         """The person blocked the bot: stop sending, drop what was waiting."""
         async with self.lock:

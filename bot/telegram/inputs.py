@@ -9,8 +9,6 @@ from bot.conversation import Event
 from bot.store import Key
 from bot.telegram import render
 
-COMMANDS = ("start", "restart", "back", "help", "privacy", "forget")
-
 
 def read(update: Update, bot_username: str | None = None) -> tuple[Key, Event] | None:
     """The conversation key and the event, or None for updates the bot ignores."""
