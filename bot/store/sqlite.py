@@ -8,6 +8,7 @@ import json
 import os
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,13 +33,27 @@ class SqliteTransaction:
         self.saved = (conversation, log, calls, list(records))
 
 
+@dataclass(frozen=True, slots=True)
+class _Write:
+    """What one update asks to commit."""
+
+    update_id: int | None
+    key: Key
+    sent: tuple[int, ...]
+    question: tuple[int, int] | None
+    saved: tuple | None
+
+
 class SqliteStore:
     """Conversations, answer log, processed update ids and outbox in one SQLite file."""
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        self.db: aiosqlite.Connection | None = None
-        self.lock = asyncio.Lock()  # one connection: one transaction at a time
+        self.db: aiosqlite.Connection | None = None  # every write
+        self.reader: aiosqlite.Connection | None = None  # reads of the per-update path
+        self.lock = asyncio.Lock()  # one write connection: one transaction at a time
+        self._queue: list[tuple[_Write, asyncio.Future]] = []
+        self._writer: asyncio.Task | None = None
 
     async def open(self) -> None:
         if str(self.path) != ":memory:" and not self.path.exists():
@@ -52,8 +67,20 @@ class SqliteStore:
         await self.db.execute("PRAGMA foreign_keys=ON")
         await self.db.execute("PRAGMA busy_timeout=5000")
         await self.migrate()
+        if str(self.path) == ":memory:":
+            self.reader = self.db
+        else:  # WAL: reads on their own connection see only committed data and
+            # do not wait behind a commit's fsync
+            self.reader = await aiosqlite.connect(self.path, isolation_level=None)
+            await self.reader.execute("PRAGMA query_only=ON")
+            await self.reader.execute("PRAGMA busy_timeout=5000")
 
     async def close(self) -> None:
+        if self._writer is not None:
+            await asyncio.gather(self._writer, return_exceptions=True)
+        if self.reader is not None and self.reader is not self.db:
+            await self.reader.close()
+        self.reader = None
         if self.db is not None:
             await self.db.close()
             self.db = None
@@ -84,25 +111,82 @@ class SqliteStore:
                      ) -> AsyncIterator[SqliteTransaction]:
         """Read a conversation and, if `save` was called, commit it with the update id.
 
-        `sent` (outbox ids Telegram accepted) and `question` ((interview, message id) of
-        the last question sent) are bookkeeping from the previous update, folded into
-        this transaction so that an update costs one commit (one fsync), not three.
+        The caller holds this person's lock, so nothing else changes their row between
+        the read and the write. The write is committed together with whatever other
+        people's updates are waiting (group commit: one fsync for the batch), and this
+        returns only after that commit. `sent` (outbox ids Telegram accepted) and
+        `question` ((interview, message id) of the last question sent) are bookkeeping
+        from the previous update, written in the same commit.
         """
+        conversation, duplicate = await self._read(key, update_id)
+        if question is not None and conversation.interview == question[0]:
+            conversation = replace(conversation, question_message=question[1])
+        tx = SqliteTransaction(duplicate, conversation)
+        yield tx
+        saved = tx.saved if not duplicate else None
+        await self._commit(_Write(update_id, key, sent, question, saved))
+
+    async def _read(self, key: Key, update_id: int | None) -> tuple[Conversation, bool]:
+        assert self.reader is not None
+        rows = await self.reader.execute_fetchall(
+            "SELECT c.session, c.interview, c.question_message, c.draft, c.extra, c.blocked,"
+            " EXISTS (SELECT 1 FROM processed_updates WHERE update_id = ?)"
+            " FROM (SELECT 1) LEFT JOIN conversations c ON c.chat_id = ? AND c.user_id = ?",
+            (update_id, key.chat_id, key.user_id))
+        session, interview, question, draft, extra, blocked, duplicate = next(iter(rows))
+        if interview is None:
+            return Conversation(key), bool(duplicate)
+        return Conversation(
+            key, codec.decode(session) if session else None, interview,
+            question, tuple(json.loads(draft)), bool(blocked), json.loads(extra)), bool(duplicate)
+
+    async def _commit(self, write: _Write) -> None:
+        """Queue one update's writes for the next group commit and wait for it."""
+        done = asyncio.get_running_loop().create_future()
+        self._queue.append((write, done))
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write_batches())
+        await asyncio.shield(done)  # a cancelled caller must not cancel others' commit
+
+    async def _write_batches(self) -> None:
+        """Commit queued writes, all waiting updates in one transaction, until none wait.
+
+        If a batch fails, its writes are retried one transaction each, so one bad
+        update fails alone and the others still commit.
+        """
+        while self._queue:
+            batch, self._queue = self._queue, []
+            try:
+                await self._transaction([w for w, _ in batch])
+            except Exception:
+                for write, done in batch:
+                    try:
+                        await self._transaction([write])
+                    except Exception as exc:  # handed to the waiting update
+                        done.set_exception(exc)
+                    else:
+                        done.set_result(None)
+            else:
+                for _, done in batch:
+                    done.set_result(None)
+
+    async def _transaction(self, writes: list[_Write]) -> None:
         assert self.db is not None
         async with self.lock:
             await self.db.execute("BEGIN IMMEDIATE")
             try:
-                await self._bookkeeping(key, sent, question)
-                duplicate = False
-                if update_id is not None:
-                    cur = await self.db.execute(
-                        "INSERT OR IGNORE INTO processed_updates (update_id, at) VALUES (?, ?)",
-                        (update_id, time.time()))
-                    duplicate = cur.rowcount == 0
-                tx = SqliteTransaction(duplicate, await self._load(key))
-                yield tx
-                if tx.saved and not duplicate:
-                    await self._save(*tx.saved)
+                now = time.time()
+                await self.db.executemany(
+                    "INSERT OR IGNORE INTO processed_updates (update_id, at) VALUES (?, ?)",
+                    [(w.update_id, now) for w in writes if w.update_id is not None])
+                await self.db.executemany("DELETE FROM outbox WHERE id = ?",
+                                          [(i,) for w in writes for i in w.sent])
+                await self.db.executemany(
+                    "UPDATE conversations SET question_message = ? WHERE chat_id = ? AND"
+                    " user_id = ? AND interview = ?",
+                    [(w.question[1], w.key.chat_id, w.key.user_id, w.question[0])
+                     for w in writes if w.question is not None])
+                await self._save([w.saved for w in writes if w.saved], now)
                 await self.db.execute("COMMIT")
             except BaseException:
                 await self.db.execute("ROLLBACK")
@@ -139,63 +223,54 @@ class SqliteStore:
                 await self.db.execute("ROLLBACK")
                 raise
 
-    async def _load(self, key: Key) -> Conversation:
+    async def _save(self, saved: list[tuple], now: float) -> None:
+        """Write new conversation states, their log, outbox calls and records."""
         assert self.db is not None
-        async with self.db.execute(
-                "SELECT session, interview, question_message, draft, extra, blocked "
-                "FROM conversations WHERE chat_id = ? AND user_id = ?",
-                (key.chat_id, key.user_id)) as cur:
-            row = await cur.fetchone()
-        if row is None:
-            return Conversation(key)
-        session, interview, question, draft, extra, blocked = row
-        return Conversation(
-            key, codec.decode(session) if session else None, interview,
-            question, tuple(json.loads(draft)), bool(blocked), json.loads(extra))
-
-    async def _save(self, conv: Conversation, log: tuple[LogEntry, ...],
-                    calls: list[tuple[str, dict[str, Any]]],
-                    records: list[tuple[str, dict[str, Any]]]) -> None:
-        assert self.db is not None
-        now = time.time()
-        key = conv.key
-        session = codec.encode(conv.session) if conv.session else None
-        await self.db.execute(
+        if not saved:
+            return
+        await self.db.executemany(
             "INSERT INTO conversations (chat_id, user_id, session, interview, question_message,"
             " draft, extra, blocked, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
             " ON CONFLICT (chat_id, user_id) DO UPDATE SET session = excluded.session,"
             " interview = excluded.interview, question_message = excluded.question_message,"
             " draft = excluded.draft, extra = excluded.extra, blocked = excluded.blocked,"
             " updated_at = excluded.updated_at",
-            (key.chat_id, key.user_id, session, conv.interview, conv.question_message,
-             json.dumps(list(conv.draft)), json.dumps(conv.extra), int(conv.blocked), now))
+            [(c.key.chat_id, c.key.user_id, codec.encode(c.session) if c.session else None,
+              c.interview, c.question_message, json.dumps(list(c.draft)), json.dumps(c.extra),
+              int(c.blocked), now) for c, _, _, _ in saved])
         await self.db.executemany(
             "INSERT INTO answer_log (chat_id, user_id, interview, at, event, node, finding,"
             " value) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            [(key.chat_id, key.user_id, conv.interview, now, e.event, e.node, e.finding,
-              json.dumps(e.value)) for e in log])
+            [(c.key.chat_id, c.key.user_id, c.interview, now, e.event, e.node, e.finding,
+              json.dumps(e.value)) for c, log, _, _ in saved for e in log])
         await self.db.executemany(
             "INSERT INTO outbox (chat_id, user_id, method, params) VALUES (?, ?, ?, ?)",
-            [(key.chat_id, key.user_id, method, json.dumps(params)) for method, params in calls])
-        for kind, data in records:
-            if kind == "event":  # anonymous: no user id, for statistics and export
-                await self.db.execute(
-                    "INSERT INTO events (at, kind, source, level, rules, questions)"
-                    " VALUES (?, ?, ?, ?, ?, ?)",
-                    (now, data["kind"], data.get("source"), data.get("level"),
-                     ",".join(data.get("rules", ())), data.get("questions")))
-            elif kind == "alert":
-                cur = await self.db.execute(
-                    "INSERT INTO alerts (user_id, staff_chat, level, created_at) VALUES"
-                    " (?, ?, ?, ?)", (key.user_id, data["staff_chat"], data["level"], now))
-                alert_id = cur.lastrowid
-                params = {"chat_id": data["staff_chat"], "text": data["text"],
-                          "parse_mode": "HTML", "_alert": alert_id,
-                          "reply_markup": {"inline_keyboard": [[{
-                              "text": data["button"], "callback_data": f"!take|{alert_id}"}]]}}
-                await self.db.execute(
-                    "INSERT INTO outbox (chat_id, user_id, method, params) VALUES (?, ?, ?, ?)",
-                    (data["staff_chat"], key.user_id, "sendMessage", json.dumps(params)))
+            [(c.key.chat_id, c.key.user_id, method, json.dumps(params))
+             for c, _, calls, _ in saved for method, params in calls])
+        for conv, _, _, records in saved:
+            for kind, data in records:
+                await self._record(conv.key, kind, data, now)
+
+    async def _record(self, key: Key, kind: str, data: dict[str, Any], now: float) -> None:
+        assert self.db is not None
+        if kind == "event":  # anonymous: no user id, for statistics and export
+            await self.db.execute(
+                "INSERT INTO events (at, kind, source, level, rules, questions)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (now, data["kind"], data.get("source"), data.get("level"),
+                 ",".join(data.get("rules", ())), data.get("questions")))
+        elif kind == "alert":
+            cur = await self.db.execute(
+                "INSERT INTO alerts (user_id, staff_chat, level, created_at) VALUES"
+                " (?, ?, ?, ?)", (key.user_id, data["staff_chat"], data["level"], now))
+            alert_id = cur.lastrowid
+            params = {"chat_id": data["staff_chat"], "text": data["text"],
+                      "parse_mode": "HTML", "_alert": alert_id,
+                      "reply_markup": {"inline_keyboard": [[{
+                          "text": data["button"], "callback_data": f"!take|{alert_id}"}]]}}
+            await self.db.execute(
+                "INSERT INTO outbox (chat_id, user_id, method, params) VALUES (?, ?, ?, ?)",
+                (data["staff_chat"], key.user_id, "sendMessage", json.dumps(params)))
 
     async def pending(self, key: Key | None = None) -> list[Outgoing]:
         """Calls committed but not yet made, oldest first (for one conversation or all)."""
@@ -205,8 +280,8 @@ class SqliteStore:
         if key is not None:  # everything sent on this person's behalf, alerts included
             query += " WHERE user_id = ?"
             args = (key.user_id,)
-        async with self.lock, self.db.execute(query + " ORDER BY id", args) as cur:
-            rows = await cur.fetchall()
+        assert self.reader is not None
+        rows = await self.reader.execute_fetchall(query + " ORDER BY id", args)
         return [Outgoing(r[0], Key(r[1], r[2]), r[3], json.loads(r[4])) for r in rows]
 
     async def set_blocked(self, key: Key) -> None:
