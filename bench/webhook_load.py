@@ -29,6 +29,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -170,6 +171,8 @@ async def run_target(name: str, people: int, per_person: int, rounds: int, tmp: 
         return {"updates": updates, "updates_per_second": round(updates / wall, 1),
                 "p50_ms": round(1000 * q[49], 1), "p95_ms": round(1000 * q[94], 1),
                 "p99_ms": round(1000 * q[98], 1), "errors": len(fake.errors),
+                "api_calls_per_update": {m: round(n / updates, 2) for m, n in sorted(
+                    Counter(method for method, _ in fake.calls).items()) if n >= updates / 10},
                 "bot_cpu_ms_per_update": round(1000 * (user + system) / updates, 2),
                 "of_which_system_ms": round(1000 * system / updates, 2),
                 "peak_rss_mb": round(peak_rss_mb(proc.pid), 1)}

@@ -222,12 +222,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                                   staff_chat=settings.staff_chat,
                                   staff_chats=dict(settings.staff_chats))
     bot = TelegramBot(settings, conversations, SqliteStore(settings.db))
-    import os
-    if os.environ.get("X_UV"):
-        import uvloop
-        uvloop.run(run(bot))
-    else:
-        asyncio.run(run(bot))
+    asyncio.run(run(bot))
     return 0
 
 

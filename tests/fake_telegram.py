@@ -123,6 +123,7 @@ class FakeTelegram:
     chat_types: dict[int, tuple[str, str]] = field(default_factory=dict)  # chat -> (type, title)
     ssl: Any = None  # an SSLContext trusting the proxy's certificate, for HTTPS webhooks
     attempts: dict[int, int] = field(default_factory=dict)  # update id -> webhook attempts
+    webhook_replies: list[str] = field(default_factory=list)  # methods made by webhook replies
 
     def __post_init__(self) -> None:
         self._ids = itertools.count(1000)
@@ -167,8 +168,9 @@ class FakeTelegram:
         if request.match_info["token"] != self.token:
             return web.json_response({"ok": False, "error_code": 401,
                                       "description": "Unauthorized"}, status=401)
-        method = request.match_info["method"]
-        params = await self._params(request)
+        return await self._invoke(request.match_info["method"], await self._params(request))
+
+    async def _invoke(self, method: str, params: dict[str, Any]) -> web.Response:
         self.calls.append((method, params))
         handler = getattr(self, "api_" + method.lower(), None)
         try:
@@ -457,12 +459,27 @@ class FakeTelegram:
                                               timeout=aiohttp.ClientTimeout(total=30)) as r:
                     if 200 <= r.status < 300:
                         self.delivered[uid] = self.delivered.get(uid, 0) + 1
+                        await self._webhook_reply(r)
                         return
             except (TimeoutError, aiohttp.ClientError):
                 pass
             await asyncio.sleep(delay)
             delay = min(delay * 2, 1.0)
         self.updates.insert(0, update)  # webhook removed: back to getUpdates
+
+
+    async def _webhook_reply(self, response: aiohttp.ClientResponse) -> None:
+        """Like Telegram, make the one Bot API call a webhook may answer with.
+
+        Its result is not returned to the bot; errors are recorded as for any call.
+        """
+        if response.content_type != "application/json":
+            return
+        body = await response.json()
+        if isinstance(body, dict) and "method" in body:
+            method = body.pop("method")
+            self.webhook_replies.append(method)
+            await self._invoke(method, body)
 
 
 def _chat_of(update: dict[str, Any]) -> Any:

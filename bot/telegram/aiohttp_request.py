@@ -3,15 +3,18 @@
 Profiling the webhook path (bench/webhook_load.py --profile) showed about three
 quarters of the bot's CPU inside python-telegram-bot's default httpx client.
 python-telegram-bot lets a bot supply its own `BaseRequest`; this one sends the
-same form-encoded requests through one pooled aiohttp session, which the bot
+same requests, as JSON, through one pooled aiohttp session, which the bot
 already uses for its webhook server. Files are not supported (the bot sends none).
 """
 
 from __future__ import annotations
 
 import aiohttp
+import orjson
 from telegram.error import NetworkError, TimedOut
 from telegram.request import BaseRequest, RequestData
+
+JSON = {"Content-Type": "application/json"}
 
 
 class AiohttpRequest(BaseRequest):
@@ -50,9 +53,12 @@ class AiohttpRequest(BaseRequest):
         connect = self._connect_timeout if not isinstance(connect_timeout, int | float) \
             else connect_timeout
         timeout = aiohttp.ClientTimeout(total=None, connect=connect, sock_read=read)
-        data = request_data.json_parameters if request_data else None
+        # a JSON body (which the Bot API accepts) skips aiohttp's form encoder,
+        # about a sixth of a call's CPU here
+        data = orjson.dumps(request_data.parameters) if request_data else None
         try:
-            async with self._session.request(method, url, data=data, timeout=timeout) as resp:
+            async with self._session.request(method, url, data=data, timeout=timeout,
+                                             headers=JSON if data else None) as resp:
                 return resp.status, await resp.read()
         except TimeoutError as err:
             raise TimedOut from err

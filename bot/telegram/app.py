@@ -24,11 +24,12 @@ import logging
 import signal
 import time
 import warnings
-from collections import OrderedDict, defaultdict
+from collections import Counter, OrderedDict, defaultdict
 from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
+import orjson
 from aiohttp import web
 from aiolimiter import AsyncLimiter
 from telegram import BotCommand, Update
@@ -50,6 +51,10 @@ log = logging.getLogger("triagebot.telegram")
 warnings.filterwarnings("ignore", message="Please use 'Bot.", category=PTBUserWarning)
 
 _outcome: contextvars.ContextVar[str | None] = contextvars.ContextVar("outcome", default=None)
+# While a webhook request is handled: room for the one Bot API call its response may
+# carry (Telegram makes it), which saves the bot an HTTP request of its own.
+_webhook_reply: contextvars.ContextVar[list[dict[str, Any]] | None] = contextvars.ContextVar(
+    "webhook_reply", default=None)
 ALLOWED_UPDATES = ["message", "edited_message", "callback_query", "my_chat_member"]
 COMMANDS = [
     ("start", "Begin a new check"), ("back", "Change your last answer"),
@@ -57,6 +62,7 @@ COMMANDS = [
     ("privacy", "What I keep about you"), ("forget", "Erase everything I keep about you"),
 ]
 SEND_ATTEMPTS = 5
+WEBHOOK_REPLY_METHODS = ("editMessageReplyMarkup", "editMessageText")
 POLL_TIMEOUT = 25  # seconds of long polling per getUpdates
 FAILED_UPDATE_ATTEMPTS = 3  # then an update that keeps failing is skipped (and logged)
 
@@ -145,6 +151,17 @@ class Blocked(Exception):
 
 class Rejected(Exception):
     """Telegram refused the call (400); retrying the same call cannot help."""
+
+
+def _for_webhook_reply(pending: list[Outgoing]) -> Outgoing | None:
+    """The call that may ride on the webhook's response instead of a request: an edit
+    whose result is not needed, of a message no other call here touches (Telegram
+    makes it after the others, so two edits of one message could land in reverse)."""
+    touched = Counter((out.params.get("chat_id"), out.params.get("message_id"))
+                      for out in pending)
+    return next((out for out in pending if out.method in WEBHOOK_REPLY_METHODS
+                 and touched[(out.params.get("chat_id"), out.params.get("message_id"))] == 1
+                 and "_alert" not in out.params), None)
 
 
 class TelegramBot:
@@ -353,6 +370,16 @@ class TelegramBot:
                                              "parse_mode": "HTML"})
 
     async def _answer_query(self, query_id: str, text: str) -> None:
+        """Stop the button's spinner (with a short notice if `text`).
+
+        In webhook mode the answer rides on the webhook's response, made by Telegram
+        once the update is committed; its result is not needed.
+        """
+        reply = _webhook_reply.get()
+        if reply is not None and not reply:
+            reply.append({"method": "answerCallbackQuery", "callback_query_id": query_id,
+                          **({"text": text} if text else {})})
+            return
         with contextlib.suppress(TelegramError):  # a late answer is harmless
             await self.application.bot.answer_callback_query(query_id, text=text or None)
 
@@ -372,10 +399,16 @@ class TelegramBot:
             return
         done: list[int] = []
         already = set(self.sent_ids.get(key.user_id, ()))  # sent, awaiting their delete
+        pending = [out for out in await self.store.pending(key) if out.id not in already]
+        by_webhook = _for_webhook_reply(pending)
         try:
-            for out in await self.store.pending(key):
-                if out.id in already:
-                    continue
+            for out in pending:
+                if out is by_webhook:
+                    reply = _webhook_reply.get()
+                    if reply is not None and not reply:
+                        reply.append({"method": out.method, **out.params})
+                        done.append(out.id)
+                        continue
                 if "_alert" in out.params:
                     await self._send_alert(out)  # a failing alert never holds up the person
                     continue
@@ -552,8 +585,17 @@ class TelegramBot:
             log.warning("webhook body is not a valid update (%s bytes)",
                         request.content_length)
             return web.Response(status=400, text="not a valid update")
-        ok = await self.process(update)
-        return web.Response(status=200 if ok else 500)
+        reply: list[dict[str, Any]] = []
+        token = _webhook_reply.set(reply)
+        try:
+            ok = await self.process(update)
+        finally:
+            _webhook_reply.reset(token)
+        if not ok:  # Telegram delivers it again (and ignores any reply)
+            return web.Response(status=500)
+        if reply:
+            return web.Response(body=orjson.dumps(reply[0]), content_type="application/json")
+        return web.Response(status=200)
 
     async def set_webhook(self) -> None:
         await self.application.bot.set_webhook(
