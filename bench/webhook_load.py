@@ -15,7 +15,7 @@ number of messages. Targets, each in its own process, one after the other:
 Prints JSON: updates/s, latency p50/p95/p99 from pushing an update to the bot's final
 reply, errors, the bot's CPU seconds per update, its peak RSS, and the ratios.
 
-    python bench/webhook_load.py [--people 50] [--rounds 3] [--targets triagebot,ptb_echo,aiohttp_echo]
+    python bench/webhook_load.py [--people 50] [--rounds 3] [--targets a,b,c]
 """
 
 from __future__ import annotations
