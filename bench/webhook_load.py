@@ -159,13 +159,14 @@ async def run_target(name: str, people: int, per_person: int, rounds: int, tmp: 
         crowd = [Person(fake, 50_000 + i, latencies) for i in range(people)]
         for p in crowd:
             fake.chats.setdefault(p.id, [])
-        cpu0, t0 = cpu_seconds(proc.pid), time.perf_counter()
+        cpu0, t0, own0 = cpu_seconds(proc.pid), time.perf_counter(), time.process_time()
         if name == "triagebot":
             await asyncio.gather(*(interview(p, i, rounds) for i, p in enumerate(crowd)))
         else:
             await asyncio.gather(*(echo_chat(p, per_person) for p in crowd))
         wall, (user, system) = time.perf_counter() - t0, cpu_seconds(proc.pid)
         user, system = user - cpu0[0], system - cpu0[1]
+        own = time.process_time() - own0  # the fake server and the simulated people
         updates = sum(p.updates for p in crowd)
         q = statistics.quantiles(latencies, n=100)
         return {"updates": updates, "updates_per_second": round(updates / wall, 1),
@@ -175,7 +176,8 @@ async def run_target(name: str, people: int, per_person: int, rounds: int, tmp: 
                     Counter(method for method, _ in fake.calls).items()) if n >= updates / 10},
                 "bot_cpu_ms_per_update": round(1000 * (user + system) / updates, 2),
                 "of_which_system_ms": round(1000 * system / updates, 2),
-                "peak_rss_mb": round(peak_rss_mb(proc.pid), 1)}
+                "peak_rss_mb": round(peak_rss_mb(proc.pid), 1),
+                "load_generator_cpu_share": round(own / wall, 2)}
     except AssertionError:  # the bot died or stalled: show why
         log.close()
         print((tmp / f"{name}.log").read_text()[-3000:], file=sys.stderr)

@@ -19,7 +19,6 @@ import asyncio
 import contextlib
 import contextvars
 import hmac
-import json
 import logging
 import signal
 import time
@@ -32,9 +31,9 @@ from typing import Any
 import orjson
 from aiohttp import web
 from aiolimiter import AsyncLimiter
-from telegram import BotCommand, Update
+from telegram import BotCommand
 from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter, TelegramError
-from telegram.ext import AIORateLimiter, Application, ContextTypes, TypeHandler
+from telegram.ext import AIORateLimiter, Application
 from telegram.warnings import PTBUserWarning
 
 from bot.conversation import Conversations, Decision
@@ -180,7 +179,6 @@ class TelegramBot:
         self.metrics = Metrics()
         self.pacer = pacer or ChatPacer(burst=settings.chat_burst,
                                         per_seconds=float(settings.chat_burst))
-        self.results: dict[int, bool] = {}
         self.ready = False
         self.stopping = asyncio.Event()
         self.username: str | None = None
@@ -191,12 +189,10 @@ class TelegramBot:
             Application.builder().token(settings.token)
             .base_url(f"{settings.api_url}/bot").base_file_url(f"{settings.api_url}/file/bot")
             .request(AiohttpRequest())
-            .get_updates_request(AiohttpRequest(pool_size=1, read_timeout=poll_timeout + 10))
+            .get_updates_request(AiohttpRequest(pool_size=1))  # unused: see poll()
             .rate_limiter(rate_limiter or AIORateLimiter(overall_max_rate=settings.send_rate,
                                                          max_retries=2))
             .updater(None).build())
-        self.application.add_handler(TypeHandler(Update, self._on_update))
-        self.application.add_error_handler(self._on_error)
 
     # ------------------------------------------------------------ lifecycle
 
@@ -234,52 +230,45 @@ class TelegramBot:
 
     # ------------------------------------------------------------ one update
 
-    async def process(self, update: Update) -> bool:
-        """Handle one update completely; True once its state is committed."""
-        await self.application.process_update(update)
-        return self.results.pop(update.update_id, False)
-
-    async def _on_update(self, update: Update, _: ContextTypes.DEFAULT_TYPE) -> None:
+    async def process(self, update: dict[str, Any]) -> bool:
+        """Handle one update (its JSON) completely; True once its state is committed."""
         started = time.perf_counter()
-        kind = _kind(update)
+        kind, update_id = inputs.kind(update), inputs.update_id(update)
         self.metrics.updates.labels(kind).inc()
         _outcome.set(None)
         try:
-            self.results[update.update_id] = await self._handle(update)
+            ok = await self._handle(update, update_id)
         except Exception as exc:  # never a crash; never content in the log
-            self.results[update.update_id] = False
-            log.error("update %s failed: %s", update.update_id, type(exc).__name__,
-                      extra={"update_id": update.update_id, "error": type(exc).__name__})
+            ok = False
+            log.error("update %s failed: %s", update_id, type(exc).__name__,
+                      extra={"update_id": update_id, "error": type(exc).__name__})
         elapsed = time.perf_counter() - started
         self.metrics.latency.observe(elapsed)
-        log.info("update %s handled in %.1f ms", update.update_id, 1000 * elapsed,
-                  extra={"update_id": update.update_id, "kind": kind,
-                         "ms": round(1000 * elapsed, 1), "outcome_level": _outcome.get()})
+        log.info("update %s handled in %.1f ms", update_id, 1000 * elapsed,
+                 extra={"update_id": update_id, "kind": kind,
+                        "ms": round(1000 * elapsed, 1), "outcome_level": _outcome.get()})
+        return ok
 
-    async def _on_error(self, update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
-        log.error("framework error: %s", type(context.error).__name__)
-
-    async def _handle(self, update: Update) -> bool:
-        member = update.my_chat_member
+    async def _handle(self, update: dict[str, Any], update_id: int | None) -> bool:
+        member = inputs.member_change(update)
         if member is not None:
-            status = member.new_chat_member.status
-            if member.chat.type == "private":
-                if status == "kicked":
-                    await self.store.set_blocked(Key(member.chat.id, member.from_user.id))
+            if member.chat_type == "private":
+                if member.status == "kicked":
+                    await self.store.set_blocked(Key(member.chat_id, member.user_id))
             else:  # added to, promoted in, or removed from a group or channel
-                await self.store.group_seen(member.chat.id, member.chat.type,
-                                            member.chat.title or "", status)
-                log.info("%s %s: now %s", member.chat.type, member.chat.id, status)
+                await self.store.group_seen(member.chat_id, member.chat_type, member.title,
+                                            member.status)
+                log.info("%s %s: now %s", member.chat_type, member.chat_id, member.status)
             return True
         read = inputs.read(update, self.username)
-        query = update.callback_query
+        query = inputs.query_id(update)
         if read is None:
             if query is not None:
-                await self._answer_query(query.id, "")
+                await self._answer_query(query, "")
             return True
         key, event = read
         if event.kind == "take":
-            await self._take(key, event, query.id if query else "")
+            await self._take(key, event, query or "")
             return True
         if event.kind == "command" and event.command == "stats" and \
                 key.user_id in self.settings.admins and key.chat_id == key.user_id:
@@ -290,7 +279,7 @@ class TelegramBot:
             sent = self.sent_ids.pop(key.user_id, ())
             question = self.questions.pop(key, None)
             try:
-                async with self.store.update(update.update_id, key, sent, question) as tx:
+                async with self.store.update(update_id, key, sent, question) as tx:
                     if not tx.duplicate:
                         conv = tx.conversation
                         if conv.blocked:  # they wrote to us again, so they unblocked the bot
@@ -306,7 +295,7 @@ class TelegramBot:
             if decision is not None:
                 self._count(decision.records)
             if query is not None:
-                await self._answer_query(query.id, decision.toast if decision else "")
+                await self._answer_query(query, decision.toast if decision else "")
             if decision is not None and decision.forget:
                 await self.flush(key)  # close the confirmation's keyboard first
                 await self.store.forget(key.user_id)
@@ -504,36 +493,41 @@ class TelegramBot:
         failures: defaultdict[int, int] = defaultdict(int)
         while not self.stopping.is_set():
             try:
-                updates = await bot.get_updates(offset=offset, timeout=self.poll_timeout,
-                                                allowed_updates=ALLOWED_UPDATES)
+                # raw JSON, read by bot.telegram.inputs (not python-telegram-bot objects)
+                updates = await bot.do_api_request("getUpdates", api_kwargs={
+                    "timeout": self.poll_timeout, "allowed_updates": ALLOWED_UPDATES,
+                    **({"offset": offset} if offset is not None else {})},
+                    read_timeout=self.poll_timeout + 10)
             except NetworkError as exc:
                 log.warning("getUpdates failed: %s", type(exc).__name__)
                 await asyncio.sleep(1)
                 continue
+            updates = [u for u in updates or () if isinstance(u, dict)
+                       and inputs.update_id(u) is not None]
             if not updates:
                 continue
             done = await self._process_batch(updates)
-            offset = updates[-1].update_id + 1
-            for update in updates:
-                if not done[update.update_id]:
-                    failures[update.update_id] += 1
-                    if failures[update.update_id] < FAILED_UPDATE_ATTEMPTS:
-                        offset = min(offset, update.update_id)  # fetch it again
+            offset = updates[-1]["update_id"] + 1
+            for update_id, ok in done.items():
+                if not ok:
+                    failures[update_id] += 1
+                    if failures[update_id] < FAILED_UPDATE_ATTEMPTS:
+                        offset = min(offset, update_id)  # fetch it again
                     else:
-                        log.error("update %s skipped after %d failures", update.update_id,
+                        log.error("update %s skipped after %d failures", update_id,
                                   FAILED_UPDATE_ATTEMPTS)
 
-    async def _process_batch(self, updates: list[Update]) -> dict[int, bool]:
+    async def _process_batch(self, updates: list[dict[str, Any]]) -> dict[int, bool]:
         """Each person's updates in order; different people at the same time."""
-        queues: defaultdict[Any, list[Update]] = defaultdict(list)
+        queues: defaultdict[Any, list[dict[str, Any]]] = defaultdict(list)
         for update in updates:
             read = inputs.read(update, self.username)
-            queues[read[0] if read else ("update", update.update_id)].append(update)
+            queues[read[0] if read else ("update", update["update_id"])].append(update)
         done: dict[int, bool] = {}
 
-        async def run(queue: list[Update]) -> None:
+        async def run(queue: list[dict[str, Any]]) -> None:
             for update in queue:
-                done[update.update_id] = await self.process(update)
+                done[update["update_id"]] = await self.process(update)
 
         await asyncio.gather(*(run(q) for q in queues.values()))
         return done
@@ -577,9 +571,8 @@ class TelegramBot:
         if not self.ready:
             return web.Response(status=503, text="starting")
         try:
-            data = json.loads(await request.read())
-            update = Update.de_json(data, self.application.bot)
-            if update is None or not isinstance(data, dict) or "update_id" not in data:
+            update = orjson.loads(await request.read())
+            if not isinstance(update, dict) or inputs.update_id(update) is None:
                 raise ValueError("not an update")
         except Exception:  # the body is not logged: it may hold health answers
             log.warning("webhook body is not a valid update (%s bytes)",
@@ -628,14 +621,6 @@ class TelegramBot:
                 await self.flush()
             except Exception as exc:
                 log.error("housekeeping failed: %s", type(exc).__name__)
-
-
-def _kind(update: Update) -> str:
-    for kind in ("message", "callback_query", "edited_message", "my_chat_member",
-                 "channel_post"):
-        if getattr(update, kind, None) is not None:
-            return kind
-    return "other"
 
 
 def _path(url: str) -> str:
