@@ -172,20 +172,20 @@ class SqliteStore:
 
     async def _transaction(self, writes: list[_Write]) -> None:
         assert self.db is not None
+        now = time.time()
+        statements = [
+            ("INSERT OR IGNORE INTO processed_updates (update_id, at) VALUES (?, ?)",
+             [(w.update_id, now) for w in writes if w.update_id is not None]),
+            ("DELETE FROM outbox WHERE id = ?", [(i,) for w in writes for i in w.sent]),
+            ("UPDATE conversations SET question_message = ? WHERE chat_id = ? AND user_id = ?"
+             " AND interview = ?", [(w.question[1], w.key.chat_id, w.key.user_id, w.question[0])
+                                    for w in writes if w.question is not None])]
         async with self.lock:
             await self.db.execute("BEGIN IMMEDIATE")
             try:
-                now = time.time()
-                await self.db.executemany(
-                    "INSERT OR IGNORE INTO processed_updates (update_id, at) VALUES (?, ?)",
-                    [(w.update_id, now) for w in writes if w.update_id is not None])
-                await self.db.executemany("DELETE FROM outbox WHERE id = ?",
-                                          [(i,) for w in writes for i in w.sent])
-                await self.db.executemany(
-                    "UPDATE conversations SET question_message = ? WHERE chat_id = ? AND"
-                    " user_id = ? AND interview = ?",
-                    [(w.question[1], w.key.chat_id, w.key.user_id, w.question[0])
-                     for w in writes if w.question is not None])
+                for sql, rows in statements:
+                    if rows:  # each call is a trip to the database thread
+                        await self.db.executemany(sql, rows)
                 await self._save([w.saved for w in writes if w.saved], now)
                 await self.db.execute("COMMIT")
             except BaseException:
@@ -238,15 +238,18 @@ class SqliteStore:
             [(c.key.chat_id, c.key.user_id, codec.encode(c.session) if c.session else None,
               c.interview, c.question_message, json.dumps(list(c.draft)), json.dumps(c.extra),
               int(c.blocked), now) for c, _, _, _ in saved])
-        await self.db.executemany(
-            "INSERT INTO answer_log (chat_id, user_id, interview, at, event, node, finding,"
-            " value) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            [(c.key.chat_id, c.key.user_id, c.interview, now, e.event, e.node, e.finding,
-              json.dumps(e.value)) for c, log, _, _ in saved for e in log])
-        await self.db.executemany(
-            "INSERT INTO outbox (chat_id, user_id, method, params) VALUES (?, ?, ?, ?)",
-            [(c.key.chat_id, c.key.user_id, method, json.dumps(params))
-             for c, _, calls, _ in saved for method, params in calls])
+        log_rows = [(c.key.chat_id, c.key.user_id, c.interview, now, e.event, e.node,
+                     e.finding, json.dumps(e.value)) for c, log, _, _ in saved for e in log]
+        if log_rows:
+            await self.db.executemany(
+                "INSERT INTO answer_log (chat_id, user_id, interview, at, event, node, finding,"
+                " value) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", log_rows)
+        calls = [(c.key.chat_id, c.key.user_id, method, json.dumps(params))
+                 for c, _, calls, _ in saved for method, params in calls]
+        if calls:
+            await self.db.executemany(
+                "INSERT INTO outbox (chat_id, user_id, method, params) VALUES (?, ?, ?, ?)",
+                calls)
         for conv, _, _, records in saved:
             for kind, data in records:
                 await self._record(conv.key, kind, data, now)
