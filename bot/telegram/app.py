@@ -1,11 +1,14 @@
 """The bot on Telegram: python-telegram-bot as the transport, our use case as the brain.
 
-* Updates reach `process` from our own polling loop or our own webhook server
-  (aiohttp). Both wait until the update's new state is committed before
-  acknowledging it: the polling offset moves past an update, or the webhook
-  answers 200, only then. python-telegram-bot's Application routes the update
-  to one handler, which runs the use case under a per-person lock, so one
-  person's updates are handled in order while different people run at once.
+* Updates (their JSON, read by `inputs`) reach `process` from our own polling loop
+  or our own webhook server (aiohttp). Both wait until the update's new state is
+  committed before acknowledging it: the polling offset moves past an update, or
+  the webhook answers 200, only then. The use case runs under a per-person lock,
+  so one person's updates are handled in order while different people run at
+  once, and their commits are grouped (see SqliteStore.update).
+* Bot API calls go through python-telegram-bot's Bot (its rate limiter, errors and
+  an aiohttp request); in webhook mode one call whose result is not needed (the
+  button's answer, or an edit) rides on the webhook's response instead.
 * Replies are sent after the commit from the store's outbox, with retries on
   429 and network errors; a 403 (the person blocked the bot) marks the
   conversation and stops sending. Whatever could not be sent is retried from
