@@ -14,6 +14,7 @@ import unicodedata
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 
+from bot import lexicon
 from bot.findings import Value
 
 
@@ -29,7 +30,21 @@ class Unsure:
 
 @dataclass(frozen=True, slots=True)
 class Invalid:
-    reason: str  # plain English, shown after the flow's re-ask text
+    reason: str  # a key of lexicon.MESSAGES ("" for none), shown after the flow's re-ask
+    values: tuple[tuple[str, str], ...] = ()  # filled into the message
+
+    def explain(self, lang: str) -> str:
+        """The reason in the person's language (English if it has no such message)."""
+        if not self.reason:
+            return ""
+        template = lexicon.MESSAGES.get(lang, {}).get(self.reason) or \
+            lexicon.MESSAGES["en"][self.reason]
+        return template.format(**dict(self.values))
+
+
+def invalid(reason: str, **values: object) -> Invalid:
+    return Invalid(reason, tuple((k, f"{v:g}" if isinstance(v, float) else str(v))
+                                 for k, v in values.items()))
 
 
 Parsed = Got | Unsure | Invalid
@@ -37,32 +52,42 @@ Parsed = Got | Unsure | Invalid
 MAX_INPUT = 200  # longer text is not an answer to a short question
 
 
+# Arabic-Indic and Persian digits, the Arabic decimal separator and comma, and the
+# Arabic letter forms people type interchangeably
+_FOLD = str.maketrans({**{chr(0x660 + i): str(i) for i in range(10)},
+                       **{chr(0x6F0 + i): str(i) for i in range(10)},
+                       "\u066b": ".", "\u066c": "", "\u060c": ",", "\u061b": ";",
+                       "\u061f": "?", "\u0640": "", "\u0649": "\u064a", "\u0629": "\u0647"})
+
+
 def normalize(text: str) -> str:
-    """Case, accents, punctuation and spacing removed: 'Sí!' -> 'si'."""
-    text = unicodedata.normalize("NFKD", text[: MAX_INPUT * 2])
+    """Case, accents, punctuation and spacing removed: 'Sí!' -> 'si', '٣٨٫٥' -> '38.5'."""
+    text = unicodedata.normalize("NFKD", text[: MAX_INPUT * 2].translate(_FOLD))
     text = "".join(c for c in text if not unicodedata.combining(c)).casefold()
-    text = text.replace("’", "'").replace("_", " ")
+    text = text.replace("’", "'").replace("_", " ").replace("«", " ").replace("»", " ")
     text = re.sub(r"[^\w\s'°.,/-]", " ", text)
     return " ".join(text.split()).strip(" .,!'").rstrip("?").strip()
 
 
-# Words are kept per language so more can be added without touching code paths.
-YES = {"en": {"yes", "y", "yeah", "yea", "yep", "yup", "ya", "aye", "sure", "correct", "true",
-              "i do", "i have", "yes i do", "yes i have", "it is", "i am", "affirmative",
-              "definitely", "absolutely", "of course", "right"}}
-NO = {"en": {"no", "n", "nope", "nah", "no i don't", "no i dont", "i don't", "i dont", "false",
-             "not at all", "never", "negative", "no i haven't", "i haven't", "not really",
-             "none", "nothing", "it isn't", "i am not", "i'm not"}}
-UNSURE = {"en": {"not sure", "unsure", "don't know", "dont know", "do not know", "dunno",
-                 "i don't know", "i dont know", "idk", "maybe", "perhaps", "no idea",
-                 "not certain", "i'm not sure", "im not sure", "i am not sure", "?", "possibly",
-                 "can't tell", "cant tell", "unknown", "not measured", "didn't measure",
-                 "did not measure", "haven't measured", "no thermometer", "not taken",
-                 "n/a", "na", "don't have a thermometer", "not known"}}
+def _table(words: dict[str, list[str]]) -> dict[str, frozenset[str]]:
+    return {lang: frozenset(filter(None, map(normalize, ws))) for lang, ws in words.items()}
 
 
-def _words(table: dict[str, set[str]], lang: str) -> set[str]:
-    return table.get(lang, set()) | table["en"]
+YES, NO, UNSURE, NONE = (_table(t) for t in (lexicon.YES, lexicon.NO, lexicon.UNSURE,
+                                             lexicon.NONE))
+TODAY, YESTERDAY = _table(lexicon.TODAY), _table(lexicon.YESTERDAY)
+_BARE_NO = frozenset(map(normalize, ("no", "none", "i don't", "i dont", "nope", "нет", "لا",
+                                     "nada")))
+_YES_FIRST = frozenset(map(normalize, ("yes", "yeah", "yep", "yup", "sí", "да", "نعم")))
+_NO_FIRST = frozenset(map(normalize, ("no", "nope", "nah", "нет", "لا")))
+
+
+def _words(table: dict[str, frozenset[str]], lang: str) -> frozenset[str]:
+    return table.get(lang, frozenset()) | table["en"]
+
+
+def _any_language(table: dict[str, frozenset[str]]) -> frozenset[str]:
+    return frozenset().union(*table.values())
 
 
 def parse_yes_no(text: str, lang: str = "en", labels: dict[str, str] | None = None) -> Parsed:
@@ -82,34 +107,35 @@ def parse_yes_no(text: str, lang: str = "en", labels: dict[str, str] | None = No
         return Got(False)
     words = re.split(r"[\s,;.!]+", t)
     first = words[0] if t else ""
-    if first in {"yes", "yeah", "yep", "yup"} and "not" not in words:
+    if first in _YES_FIRST and not {"not", "no", "не", "لا"} & set(words[1:]):
         return Got(True)
-    if first in {"no", "nope", "nah"}:
+    if first in _NO_FIRST:
         return Got(False)
-    return Invalid("please answer yes or no (or 'not sure')")
+    return invalid("yes_no")
 
 
 def is_unknown(text: str, lang: str = "en", label: str | None = None) -> bool:
     t = normalize(text)
     return t in _words(UNSURE, lang) or (label is not None and t == normalize(label)) or \
-        t in {"no", "none", "i don't", "i dont", "nope"}
+        t in _BARE_NO
 
 
 # ---------------------------------------------------------------- numbers
 
-_NUMBER_WORDS = {
-    "zero": 0, "a": 1, "an": 1, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6,
-    "seven": 7, "eight": 8, "nine": 9, "ten": 10, "eleven": 11, "twelve": 12, "thirteen": 13,
-    "fourteen": 14, "fifteen": 15, "sixteen": 16, "seventeen": 17, "eighteen": 18,
-    "nineteen": 19, "twenty": 20, "thirty": 30, "forty": 40, "fifty": 50, "sixty": 60,
-    "seventy": 70, "eighty": 80, "ninety": 90, "couple": 2, "a couple of": 2, "a couple": 2,
-    "few": 3, "a few": 3, "several": 3, "half a": 0.5, "half an": 0.5,
-}
+_NUMBER_WORDS = {normalize(k): v for k, v in lexicon.NUMBER_WORDS.items()}
 _NUM = r"(\d+(?:[.,]\d+)?|" + "|".join(sorted(map(re.escape, _NUMBER_WORDS), key=len,
                                               reverse=True)) + r")"
-_FILLER = re.compile(r"^(about|around|roughly|approx(?:imately)?|nearly|almost|over|maybe|"
-                     r"like|just|only|for|since|it was|it's|its|i am|i'm|im|he is|she is|"
-                     r"they are|aged?|the last|last|past)\s+")
+_FILLER = re.compile(r"^(?:" + "|".join(sorted(
+    {re.escape(normalize(w)) for ws in lexicon.FILLERS.values() for w in ws},
+    key=len, reverse=True)) + r")\s+")
+_UNIT_WORDS = {normalize(w): unit for unit, ws in lexicon.UNITS.items() for w in ws}
+_PAIRS = {normalize(w): pair for w, pair in lexicon.PAIRS.items()}
+_HALF = tuple(map(normalize, ("and a half", "y medio", "y media", "с половиной", "ونصف")))
+_AFTER = ("old", "ago", "now", "or so", "de edad", "назад", "от роду", "مضت", "فقط",
+          *_HALF)
+_QUANTITY = re.compile(_NUM + r"\s*(?:of\s+)?([^\W\d_]+)?(?:\s+(?:" +
+                       "|".join(map(re.escape, map(normalize, _AFTER))) + r"))*$")
+_DAYS_PER = {"hours": 0.0, "days": 1.0, "weeks": 7.0, "months": 30.0, "years": 365.0}
 
 
 def _strip_filler(t: str) -> str:
@@ -140,49 +166,59 @@ def fahrenheit_to_celsius(f: float) -> float:
     return float(c.quantize(Decimal("0.1"), rounding=ROUND_HALF_UP))
 
 
-_TEMP = re.compile(
-    r"^(-?\d+(?:[.,]\d+)?)\s*(?:°|º|o|deg(?:rees?)?)?\s*"
-    r"(c|celsius|centigrade|f|fahrenheit)?$")
+_CELSIUS = frozenset(map(normalize, lexicon.CELSIUS)) - {"grados", "grado", "градус",
+                                                          "градуса", "градусов", "درجه",
+                                                          "درجات"}
+_FAHRENHEIT = frozenset(map(normalize, lexicon.FAHRENHEIT))
+_DEGREES = frozenset(map(normalize, ("deg", "degree", "degrees", "grados", "grado", "градус",
+                                     "градуса", "градусов", "درجة", "درجات", "o", "º")))
+_READING = re.compile(r"^(-?\d+(?:[.,]\d+)?)\s*(.*)$")
+
+
+def _temperature_unit(rest: str) -> str | None:
+    """'c', 'f', '' (no unit given) or None (words that are not a unit)."""
+    unit = ""
+    for token in rest.replace("°", " ").split():
+        if token in _FAHRENHEIT:
+            unit = "f"
+        elif token in _CELSIUS:
+            unit = unit or "c"
+        elif token not in _DEGREES:
+            return None
+    return unit
 
 
 def parse_temperature(text: str, lang: str = "en", unknown_label: str | None = None) -> Parsed:
-    t = _strip_filler(normalize(text)).replace("degrees", "deg").strip()
+    t = _strip_filler(normalize(text))
     if is_unknown(t, lang, unknown_label):
         return Unsure()
-    m = _TEMP.match(t.replace(" deg ", " ").replace("°", " °").replace("  ", " ").strip())
-    if not m:
-        m = _TEMP.match(t.replace(" ", ""))
-    if not m:
-        return Invalid("type the reading as a number, e.g. 38.5 or 101 F, or 'not measured'")
+    m = _READING.match(t)
+    unit = _temperature_unit(m.group(2)) if m else None
+    if m and unit is None:  # '38c' written without a space
+        m2 = re.match(r"^(-?\d+(?:[.,]\d+)?)([^\W\d_]+)$", t.replace(" ", ""))
+        unit = _temperature_unit(m2.group(2)) if m2 else None
+        m = m2 if unit is not None else m
+    if not m or unit is None:
+        return invalid("temp_format")
     value = _to_number(m.group(1))
     if value is None:
-        return Invalid("type the reading as a number, e.g. 38.5")
-    unit = (m.group(2) or "")[:1]
+        return invalid("temp_format")
     if not unit:
         unit = "c" if 30 <= value <= 45 else "f" if 86 <= value <= 113 else ""
     if not unit:
-        return Invalid(f"{m.group(1)} is not a body temperature I can read: type it in °C "
-                       "(e.g. 38.5) or °F (e.g. 101 F)")
+        return invalid("temp_unclear", value=m.group(1))
     celsius = fahrenheit_to_celsius(value) if unit == "f" else round_half_up(value)
     if not 30 <= celsius <= 45:
-        return Invalid(f"{m.group(1)} °{unit.upper()} is not a possible body temperature: "
-                       "please check the reading")
+        return invalid("temp_impossible", value=f"{m.group(1)} °{unit.upper()}")
     return Got(celsius)
 
 
-_UNIT_WORDS = {
-    "day": "days", "days": "days", "d": "days", "hour": "hours", "hours": "hours", "hrs": "hours",
-    "hr": "hours", "h": "hours", "week": "weeks", "weeks": "weeks", "wk": "weeks", "wks": "weeks",
-    "w": "weeks", "month": "months", "months": "months", "mo": "months", "mos": "months",
-    "m": "months", "year": "years", "years": "years", "yr": "years", "yrs": "years",
-    "y": "years", "night": "days", "nights": "days", "minutes": "hours", "minute": "hours",
-    "mins": "hours", "min": "hours",
-}
-_QUANTITY = re.compile(_NUM + r"\s*(?:of\s+)?([a-z]+)?(?:\s+(?:old|ago|now|or so|and a half))*$")
-_DAYS_PER = {"hours": 0.0, "days": 1.0, "weeks": 7.0, "months": 30.0, "years": 365.0}
-
-
 def _quantity(t: str) -> tuple[float, str] | None:
+    """(number, unit) from '3 days', 'two weeks and a half', 'una semana', 'أسبوعين'."""
+    if t in _PAIRS:
+        return float(_PAIRS[t][0]), _PAIRS[t][1]
+    if t in _UNIT_WORDS:  # 'неделю', 'أسبوع': one of it
+        return 1.0, _UNIT_WORDS[t]
     m = _QUANTITY.match(t)
     if not m:
         return None
@@ -190,7 +226,7 @@ def _quantity(t: str) -> tuple[float, str] | None:
     unit = m.group(2) or ""
     if number is None or (unit and unit not in _UNIT_WORDS):
         return None
-    if t.endswith("and a half"):
+    if t.endswith(_HALF):
         number += 0.5
     return number, _UNIT_WORDS.get(unit, "")
 
@@ -198,43 +234,43 @@ def _quantity(t: str) -> tuple[float, str] | None:
 def parse_duration(text: str, lang: str = "en", unknown_label: str | None = None) -> Parsed:
     """Days since the first symptom: weeks x 7, months x 30, years x 365 (FINDINGS.yaml)."""
     t = _strip_filler(normalize(text))
-    if t in {"today", "this morning", "tonight", "this evening", "this afternoon", "just now",
-             "hours", "a few hours"}:
+    if t in _any_language(TODAY):
         return Got(0.0)
-    if t in {"yesterday", "last night", "since yesterday", "1 night"}:
+    if t in _any_language(YESTERDAY):
         return Got(1.0)
     if is_unknown(t, lang, unknown_label):
         return Unsure()
     q = _quantity(t)
     if q is None:
         if re.search(r"\b(mon|tues|wednes|thurs|fri|satur|sun)day\b|\bsince\b", t):
-            return Invalid("how many days is that? Type e.g. '3 days' or '2 weeks'")
-        return Invalid("type how long, e.g. '3 days', '2 weeks' or '15 years'")
+            return invalid("duration_weekday")
+        return invalid("duration_format")
     number, unit = q
     days = number * _DAYS_PER[unit or "days"]
     if unit in ("", "days") and not float(number).is_integer():
         days = float(int(number))
     days = float(int(days))  # whole days: 'three and a half days' -> 3
     if not 0 <= days <= 36500:
-        return Invalid(f"{number:g} {unit or 'days'} is longer than a lifetime: please check it")
+        return invalid("duration_too_long", value=f"{number:g} {unit or 'days'}")
     return Got(days)
 
 
 def parse_age(text: str, lang: str = "en", unknown_label: str | None = None) -> Parsed:
     """Age in years; babies in weeks or months stored as a fraction of a year."""
     t = _strip_filler(normalize(text))
-    if t in {"newborn", "new born", "just born"}:
+    if t in {"newborn", "new born", "just born", "recien nacido", "новорожденный",
+             "новорожденная", "حديث الولاده"}:
         return Got(0.0)
     if is_unknown(t, lang, unknown_label):
         return Unsure()
     q = _quantity(t)
     if q is None:
-        return Invalid("type the age as a number, e.g. 42, or '7 weeks' / '5 months' for a baby")
+        return invalid("age_format")
     number, unit = q
     years = {"": number, "years": number, "months": number / 12, "weeks": number / 52,
              "days": number / 365, "hours": 0.0}[unit]
     if not 0 <= years <= 120:
-        return Invalid(f"{number:g} {unit or 'years'} is not a possible age: please check it")
+        return invalid("age_impossible", value=f"{number:g} {unit or 'years'}")
     return Got(float(years))
 
 
@@ -252,9 +288,10 @@ def parse_number(text: str, unit: str | None, lo: float | None, hi: float | None
         return Unsure()
     value = _to_number(t.split(" ")[0]) if t else None
     if value is None:
-        return Invalid("type a number")
+        return invalid("number_format")
     if (lo is not None and value < lo) or (hi is not None and value > hi):
-        return Invalid(f"{value:g} is outside {lo:g}..{hi:g}")
+        return invalid("number_range", value=value, low=lo if lo is not None else "",
+                        high=hi if hi is not None else "")
     return Got(value)
 
 
@@ -280,8 +317,7 @@ def match_option(text: str, options: dict[str, list[str]]) -> str | None:
     return hits.pop() if len(hits) == 1 else None
 
 
-_NONE = {"none", "no", "nothing", "none of these", "none of them", "nope", "nah", "neither",
-         "no none", "0", "n", "none of the above", "nothing like that", "all fine"}
+_AND = r"\b(?:and|y|и|و)\b"
 
 
 def parse_checklist(text: str, items: dict[str, list[str]], lang: str = "en",
@@ -292,28 +328,28 @@ def parse_checklist(text: str, items: dict[str, list[str]], lang: str = "en",
     goes through the items one by one, as it does for "not sure".
     """
     t = normalize(text)
-    if t in _NONE or (none_label and t == normalize(none_label)):
+    if t in _words(NONE, lang) or (none_label and t == normalize(none_label)):
         return Got(())
     if t in _words(UNSURE, lang) or t in _words(YES, lang):
         return Unsure()
     ids = list(items)
     chosen: list[str] = []
-    parts = [p for p in re.split(r"\s*(?:,|;|/|\band\b|&|\+)\s*|\s+", t) if p] \
-        if re.fullmatch(r"[\d,;/&+\s]+|[\d\s,]+(?:and\s+\d+)?", t) else \
-        [p for p in re.split(r"\s*(?:,|;|\band\b)\s*", t) if p]
+    parts = [p for p in re.split(rf"\s*(?:,|;|/|{_AND}|&|\+)\s*|\s+", t) if p] \
+        if re.fullmatch(rf"[\d,;/&+\s]+|[\d\s,]+(?:{_AND}\s+\d+)?", t) else \
+        [p for p in re.split(rf"\s*(?:,|;|{_AND})\s*", t) if p]
     for part in parts:
         if part.isdigit():
             n = int(part)
             if not 1 <= n <= len(ids):
-                return Invalid(f"{n} is not on the list: use 1 to {len(ids)}, or 'none'")
+                return invalid("list_range", value=n, high=len(ids))
             oid = ids[n - 1]
         else:
             found = match_option(part, items)
             if found is None:
-                return Invalid("type the numbers of all that apply (e.g. 1, 3), or 'none'")
+                return invalid("list_format")
             oid = found
         if oid not in chosen:
             chosen.append(oid)
     if not chosen:
-        return Invalid("type the numbers of all that apply (e.g. 1, 3), or 'none'")
+        return invalid("list_format")
     return Got(tuple(chosen))

@@ -187,7 +187,8 @@ class Engine:
             text = _text(inp).strip()
             if text and len(text) <= node.max_length:
                 return self._accept(s, node, [("text:" + node.key, text, "answered")], out)
-            result = parse.Invalid(f"at most {node.max_length} characters" if text else "")
+            result = parse.invalid("text_too_long", high=node.max_length) if text \
+                else parse.Invalid("")
         out.append(self._reask(s, node, result))
         return s
 
@@ -206,7 +207,7 @@ class Engine:
         if isinstance(inp, PickMany):
             ids = {i.id for i in visible}
             result = parse.Got(inp.options) if set(inp.options) <= ids else \
-                parse.Invalid("that list has changed")
+                parse.invalid("list_changed")
         elif isinstance(inp, Pick):  # items are ticked on the client and sent as PickMany
             result = {NONE: parse.Got(()), UNSURE: parse.Unsure()}.get(
                 inp.option, parse.Invalid(""))
@@ -455,7 +456,7 @@ class Engine:
     def _reask(self, s: Session, node: Node, result: parse.Parsed) -> Ask:
         """The same question again, saying what is expected (and what was wrong)."""
         kind = "yes_no" if s.item >= 0 else node.type
-        reason = result.reason if isinstance(result, parse.Invalid) else ""
+        reason = result.explain(s.language) if isinstance(result, parse.Invalid) else ""
         hint = " ".join(x for x in (self._t("reask_" + kind, s), reason) if x)
         return self._ask(s, node, hint=hint)
 

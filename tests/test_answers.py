@@ -145,3 +145,70 @@ def test_durations_convert_by_the_vocabulary(n, unit):
     name, days = unit
     result = parse_duration(f"{n} {name}")
     assert result == Got(float(n * days))
+
+
+# ---------------------------------------------------------------- other languages
+
+@pytest.mark.parametrize("lang, text, value", [
+    ("es", "Sí", True), ("es", "si", True), ("es", "no", False), ("es", "claro que sí", None),
+    ("ru", "Да", True), ("ru", "нет", False), ("ru", "да, есть", True),
+    ("ar", "نعم", True), ("ar", "لا", False), ("ar", "أجل", True), ("ar", "اجل", True),
+])
+def test_yes_and_no_in_each_language(lang, text, value):
+    got = parse_yes_no(text, lang)
+    assert (got == Got(value)) if value is not None else isinstance(got, Got | Invalid)
+
+
+@pytest.mark.parametrize("lang, text", [
+    ("es", "no sé"), ("es", "No lo sé"), ("ru", "не знаю"), ("ru", "Не уверена"),
+    ("ar", "لا أعرف"), ("ar", "غير متأكد"), ("ar", "لا اعرف"),
+])
+def test_not_sure_in_each_language(lang, text):
+    assert parse_yes_no(text, lang) == Unsure()
+
+
+@pytest.mark.parametrize("text, celsius", [
+    ("38,5", 38.5), ("38,5 °C", 38.5), ("38,5 grados", 38.5), ("101 F", 38.3),
+    ("38,5 С", 38.5), ("38.5 градусов", 38.5), ("39 по цельсию", None),
+    ("٣٨٫٥", 38.5), ("٣٨,٥", 38.5), ("۳۹", 39.0), ("38.5 درجة", 38.5), ("١٠١ ف", 38.3),
+    ("38.5 درجة مئوية", 38.5),
+])
+def test_temperatures_with_decimal_commas_other_digits_and_local_units(text, celsius):
+    got = parse_temperature(text, "ru")
+    assert got == Got(celsius) if celsius is not None else isinstance(got, Invalid)
+
+
+@pytest.mark.parametrize("lang, text, days", [
+    ("es", "3 días", 3), ("es", "hace 2 semanas", 14), ("es", "una semana", 7),
+    ("es", "hoy", 0), ("es", "ayer", 1), ("es", "15 años", 5475),
+    ("ru", "3 дня", 3), ("ru", "2 недели", 14), ("ru", "неделю", 7), ("ru", "5 дней", 5),
+    ("ru", "около месяца", 30), ("ru", "вчера", 1),
+    ("ar", "3 أيام", 3), ("ar", "منذ ٣ أيام", 3), ("ar", "أسبوعين", 14), ("ar", "شهر", 30),
+    ("ar", "اليوم", 0), ("ar", "يومين", 2),
+])
+def test_durations_in_each_language(lang, text, days):
+    assert parse_duration(text, lang) == Got(float(days))
+
+
+@pytest.mark.parametrize("lang, text, years", [
+    ("es", "45", 45), ("es", "45 años", 45), ("es", "6 meses", 0.5),
+    ("ru", "45 лет", 45), ("ru", "6 месяцев", 0.5), ("ar", "٤٥", 45), ("ar", "45 سنة", 45),
+    ("ar", "6 أشهر", 0.5),
+])
+def test_ages_in_each_language(lang, text, years):
+    assert parse_age(text, lang) == Got(float(years))
+
+
+@pytest.mark.parametrize("lang, text, ticked", [
+    ("es", "ninguno", ()), ("ru", "ничего", ()), ("ar", "لا شيء", ()),
+    ("ar", "١، ٣", ("a", "c")), ("es", "1 y 3", ("a", "c")), ("ru", "1 и 3", ("a", "c")),
+])
+def test_checklists_in_each_language(lang, text, ticked):
+    items = {"a": ["A"], "b": ["B"], "c": ["C"]}
+    assert parse_checklist(text, items, lang) == Got(ticked)
+
+
+def test_reasons_are_given_in_the_persons_language():
+    assert "número" in parse_age("abc", "es").explain("es")
+    assert "возраст" in parse_age("abc", "ru").explain("ru")
+    assert parse_age("abc").explain("xx") == parse_age("abc").explain("en")  # falls back
