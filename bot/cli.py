@@ -10,6 +10,7 @@ import argparse
 import contextlib
 import json
 import sys
+from collections import Counter
 from pathlib import Path
 
 from bot import __version__, graph
@@ -27,11 +28,35 @@ def _flows_dir() -> Path:
     return from_env().flows
 
 
-def _load(paths: list[Path]) -> dict[str, Flow]:
-    flows, problems = load_flows(paths)
-    if problems:
-        raise FlowError(problems)
+def _load(paths: list[Path], allow_missing_translations: bool | None = None,
+          ) -> dict[str, Flow]:
+    """Every flow, or FlowError; warnings (allowed missing translations) go to stderr."""
+    if allow_missing_translations is None:
+        allow_missing_translations = from_env().allow_missing_translations
+    flows, problems = load_flows(paths, allow_missing_translations=allow_missing_translations)
+    errors = [p for p in problems if not p.warning]
+    if errors:
+        raise FlowError(errors)
+    _warn(problems)
     return flows
+
+
+def _warn(problems: list) -> None:
+    warnings = [p for p in problems if p.warning]
+    for file, count in sorted(Counter(p.file for p in warnings).items()):
+        print(f"{file}: warning: {count} text(s) not translated: they are shown in English "
+              "(run `triagebot validate` for the list)", file=sys.stderr)
+
+
+def _language(flow: Flow, lang: str) -> str:
+    if lang not in flow.languages:
+        raise SettingsError(f"flow '{flow.id}' has no language '{lang}': choose one of "
+                            f"{', '.join(flow.languages)}")
+    return lang
+
+
+def _engine(flow: Flow, settings) -> Engine:
+    return Engine(flow, settings.emergency_number, dict(settings.emergency_numbers))
 
 
 def _pick(flows: dict[str, Flow], wanted: str | None) -> Flow:
@@ -51,12 +76,18 @@ def cmd_validate(args: argparse.Namespace) -> int:
     if not files:
         print(f"no flow files found in {', '.join(map(str, paths))}", file=sys.stderr)
         return 2
-    flows, problems = load_flows(files)
+    allow = args.missing_translations == "warn" if args.missing_translations else \
+        from_env().allow_missing_translations
+    flows, problems = load_flows(files, allow_missing_translations=allow)
     for problem in problems:
         print(problem)
-    if problems:
-        print(f"{len(problems)} problem(s) in {len(files)} file(s)", file=sys.stderr)
+    errors = [p for p in problems if not p.warning]
+    if errors:
+        print(f"{len(errors)} problem(s) in {len(files)} flow(s) and their translations",
+              file=sys.stderr)
         return 1
+    if problems:
+        print(f"{len(problems)} warning(s): those texts are shown in English", file=sys.stderr)
     for flow in flows.values():
         print(f"{flow.file}: ok — flow '{flow.id}' v{flow.version}: {len(flow.nodes)} nodes, "
               f"{len(flow.rules)} rules, languages {', '.join(flow.languages)}")
@@ -68,9 +99,9 @@ def cmd_chat(args: argparse.Namespace) -> int:
 
     settings = from_env()
     flow = _pick(_load([settings.flows]), args.flow)
-    engine = Engine(flow, settings.emergency_number)
+    engine = _engine(flow, settings)
     colour = sys.stdout.isatty() if args.colour == "auto" else args.colour == "always"
-    run_chat(engine, input, sys.stdout, colour, args.lang)
+    run_chat(engine, input, sys.stdout, colour, _language(flow, args.lang))
     return 0
 
 
@@ -83,9 +114,23 @@ def cmd_graph(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     settings = from_env()
     flow = _pick(_load([settings.flows]), args.flow)
-    engine = Engine(flow, settings.emergency_number)
+    engine = _engine(flow, settings)
     cases = load_vignettes(args.file, flow)
-    results = [run_case(engine, case) for case in cases]
+    languages = flow.languages if args.lang == "all" else (_language(flow, args.lang),)
+    if len(languages) > 1:  # one summary per language; unsafe in any one fails
+        ok = True
+        for lang in languages:
+            results = [run_case(engine, case, lang) for case in cases]
+            summary = summarize(results)
+            ok &= safe(summary)
+            if args.json:
+                print(json.dumps({"language": lang, "summary": summary}))
+            else:
+                print(f"--- {lang}")
+                _print_table(results, summary)
+        return 0 if ok else 1
+    results = [run_case(engine, case, None if languages[0] == "en" else languages[0])
+               for case in cases]
     summary = summarize(results)
     if args.json:
         print(json.dumps({
@@ -217,7 +262,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     configure_logging(settings.log_format)
     for noisy in ("httpx", "httpcore", "telegram", "aiohttp.access"):
         logging.getLogger(noisy).setLevel(logging.WARNING)  # one line per API call otherwise
-    conversations = Conversations(Engine(flow, settings.emergency_number),
+    conversations = Conversations(_engine(flow, settings),
                                   retention_days=settings.retention_days,
                                   staff_chat=settings.staff_chat,
                                   staff_chats=dict(settings.staff_chats))
@@ -242,7 +287,7 @@ def cmd_invite(args: argparse.Namespace) -> int:
     async def post() -> int:
         bot = Bot(settings.token, base_url=f"{settings.api_url}/bot")
         async with bot:
-            conversations = Conversations(Engine(flow, settings.emergency_number),
+            conversations = Conversations(_engine(flow, settings),
                                           texts=BotTexts(), token=settings.token,
                                           username=bot.username)
             (method, params), = conversations.invitation(args.chat)
@@ -310,6 +355,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     validate = sub.add_parser("validate", help="check flow files and print every problem")
     validate.add_argument("paths", nargs="*", help=f"files or folders (default {BUNDLED_FLOWS})")
+    validate.add_argument("--missing-translations", choices=("error", "warn"),
+                          help="untranslated texts are errors (default) or warnings "
+                               "(default from TRIAGEBOT_MISSING_TRANSLATIONS)")
     validate.set_defaults(func=cmd_validate)
 
     graph_ = sub.add_parser("graph", help="draw a flow as Mermaid or DOT")
@@ -341,6 +389,9 @@ def build_parser() -> argparse.ArgumentParser:
     eval_.add_argument("file", help="vignette YAML (format: VIGNETTES-FORMAT.md)")
     eval_.add_argument("--json", action="store_true", help="print one JSON object")
     eval_.add_argument("--flow", help=f"flow id (default {DEFAULT_FLOW})")
+    eval_.add_argument("--lang", default="en",
+                       help="interview language (default en); the patient types its answers "
+                            "in it, or 'all' for every language of the flow")
     eval_.set_defaults(func=cmd_eval)
     return parser
 

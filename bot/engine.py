@@ -30,6 +30,7 @@ Nothing here touches Telegram, SQLite, the clock or randomness.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import replace
 
 from bot import answers as parse
@@ -77,9 +78,11 @@ def fill(text: str, **values: str) -> str:
 class Engine:
     """The pure interview engine for one flow and one deployment's settings."""
 
-    def __init__(self, flow: Flow, emergency_number: str = DEFAULT_EMERGENCY_NUMBER):
+    def __init__(self, flow: Flow, emergency_number: str = DEFAULT_EMERGENCY_NUMBER,
+                 emergency_numbers: Mapping[str, str] | None = None):
         self.flow = flow
         self.emergency_number = emergency_number
+        self.emergency_numbers = dict(emergency_numbers or {})  # per language, if it differs
         self._last: tuple[tuple[Answer, ...], dict] = ((), rulebook.values_of(flow, ()))
         self._asks: dict[tuple, Ask] = {}  # bounded by the flow's questions and languages
         self._by_id = {r.id: r for r in flow.rules}
@@ -371,7 +374,7 @@ class Engine:
             node = self.flow.nodes[node_id]
             values = self._values(s.answers)
             if node.type == "info":
-                out.append(Say(self._fill(node.text.get(s.language))))
+                out.append(Say(self._fill(node.text.get(s.language), s.language)))
             elif node.type == "outcome":
                 return self._finish(s, node, self._current(s), values, out)
             elif (node.ask_if is not None and not node.ask_if.test(values)) or \
@@ -448,10 +451,14 @@ class Engine:
     # ------------------------------------------------------------ speaking
 
     def _t(self, key: str, s: Session) -> str:
-        return self._fill(self.flow.text(key, s.language))
+        return self._fill(self.flow.text(key, s.language), s.language)
 
-    def _fill(self, text: str) -> str:
-        return fill(text, emergency_number=self.emergency_number)
+    def number(self, lang: str) -> str:
+        """The emergency number to tell someone using this language."""
+        return self.emergency_numbers.get(lang, self.emergency_number)
+
+    def _fill(self, text: str, lang: str) -> str:
+        return fill(text, emergency_number=self.number(lang))
 
     def _reask(self, s: Session, node: Node, result: parse.Parsed) -> Ask:
         """The same question again, saying what is expected (and what was wrong)."""
@@ -479,7 +486,7 @@ class Engine:
             label = node.items[s.item].label.get(lang)
             return Ask(node.id, "yes_no", fill(t("item_question"), item=label), yes_no,
                        (not_sure,), item=s.item, hint=hint)
-        text = self._fill(node.text.get(lang))
+        text = self._fill(node.text.get(lang), lang)
         if node.type == "yes_no":
             return Ask(node.id, "yes_no", text, yes_no, (not_sure,), hint=hint)
         if node.type == "choice":
@@ -511,7 +518,7 @@ class Engine:
                          for f in rulebook.evidence(flow, fired, values))
         link_ids = [lid for r in ordered for lid in r.links]
         link_ids += list(node.links) if node else []
-        links = tuple((flow.links[lid].title.get(lang), flow.links[lid].url)
+        links = tuple((flow.links[lid].title.get(lang), flow.links[lid].url.get(lang))
                       for lid in dict.fromkeys(link_ids))[:MAX_LINKS]
         if level is Level.EMERGENCY:
             advice = self._t("emergency_advice", s)
@@ -527,16 +534,16 @@ class Engine:
         age = values.get("age_years")
         if isinstance(age, float) and age < 16:
             notes.append(self._t("child_note", s))
-        if self.emergency_number == DEFAULT_EMERGENCY_NUMBER:
+        if self.number(lang) == DEFAULT_EMERGENCY_NUMBER:
             notes.append(self._t("emergency_number_note", s))
         level_text = flow.levels[level]
         return Outcome(
             level=level,
-            title=self._fill(level_text.title.get(lang)),
-            action=self._fill(level_text.action.get(lang)),
+            title=self._fill(level_text.title.get(lang), lang),
+            action=self._fill(level_text.action.get(lang), lang),
             reasons=reasons,
             evidence=evidence,
-            advice=self._fill(advice),
+            advice=self._fill(advice, lang),
             links=links,
             safety_net=self._t("safety_net", s) if level < Level.EMERGENCY else "",
             notes=tuple(notes),

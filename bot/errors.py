@@ -22,11 +22,13 @@ class Problem:
     where: str  # dotted path of the offending key, e.g. "nodes.temp.next"
     what: str
     fix: str = ""
+    warning: bool = False  # reported, but the flow still loads (missing translations, if allowed)
 
     def __str__(self) -> str:
         where = f"{self.where}: " if self.where else ""
         fix = f" — {self.fix}" if self.fix else ""
-        return f"{self.file}:{self.line}:{self.col}: {where}{self.what}{fix}"
+        kind = "warning: " if self.warning else ""
+        return f"{self.file}:{self.line}:{self.col}: {kind}{where}{self.what}{fix}"
 
 
 class FlowError(Exception):

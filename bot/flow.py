@@ -56,7 +56,7 @@ class Text:
 @dataclass(frozen=True, slots=True)
 class Link:
     id: str
-    url: str
+    url: Text  # a page per language where a good local source exists, else English
     title: Text
 
 

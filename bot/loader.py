@@ -12,11 +12,12 @@ from __future__ import annotations
 import difflib
 import re
 from collections.abc import Iterable
+from dataclasses import replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from bot import checks
+from bot import checks, translations
 from bot import conditions as cond
 from bot.errors import FlowError, Problem
 from bot.findings import Kind, Value, Vocabulary, bundled_vocabulary
@@ -68,11 +69,13 @@ def _did_you_mean(word: str, choices: Iterable[str], otherwise: str = "") -> str
 class _Builder:
     """Holds one file's source and the problems found so far."""
 
-    def __init__(self, source: Source, vocabulary: Vocabulary):
+    def __init__(self, source: Source, vocabulary: Vocabulary,
+                 translated: tuple[str, ...] = ()):
         self.src = source
         self.voc = vocabulary
         self.problems: list[Problem] = []
-        self.languages: tuple[str, ...] = ("en",)
+        self.languages: tuple[str, ...] = ("en",)  # every text must have these
+        self.translated = translated  # languages from translation files (checked there)
         self.scope = cond.Scope(vocabulary, {})
         self.dangling = False
 
@@ -113,7 +116,7 @@ class _Builder:
                 self.problem((*path, lang), f"the '{lang}' text is empty or not text",
                              "write the text in quotes")
                 continue
-            if lang not in self.languages:
+            if lang not in self.languages and lang not in self.translated:
                 self.problem((*path, lang), f"language '{lang}' is not listed in `languages:`",
                              _did_you_mean(lang, self.languages, "add it to `languages:`"))
             out.append((lang, string))
@@ -240,12 +243,13 @@ class _Builder:
         found += checks.dead_conditions(self.voc, rules, nodes, asked)
         for path, what, fix in found:
             self.problem(path, what, fix)
-        if self.problems:
+        if any(not p.warning for p in self.problems):
             return None
         frozen = MappingProxyType  # read-only views: a loaded flow never changes
         return Flow(
             id=flow_id, version=version, file=self.src.file, title=title,
-            languages=self.languages, start=start, vocabulary=self.voc, terms=frozen(terms),
+            languages=(*self.languages, *(t for t in self.translated if t not in self.languages)),
+            start=start, vocabulary=self.voc, terms=frozen(terms),
             rules=rules, nodes=frozen(nodes), links=frozen(links), labels=frozen(labels),
             levels=frozen(levels), texts=frozen(texts),
         )
@@ -301,12 +305,13 @@ class _Builder:
             spec = self.mapping(spec, path, "a link")
             self.keys(spec, {"url", "title"}, path, ("url", "title"))
             url = spec.get("url", "")
-            if not isinstance(url, str) or not url.startswith("https://"):
+            urls = url if isinstance(url, dict) else {"en": url}  # per language: translations
+            if not all(isinstance(u, str) and u.startswith("https://") for u in urls.values()):
                 self.problem((*path, "url"), f"link url '{url}' is not an https:// address",
                              "use the public https address from RED-FLAGS.md section 8")
             title = self.text(spec.get("title"), (*path, "title"))
             if title:
-                out[lid] = Link(lid, str(url), title)
+                out[lid] = Link(lid, Text(tuple((k, str(v)) for k, v in urls.items())), title)
         return out
 
     def rules(self, data: Any, links: dict[str, Link]) -> tuple[Rule, ...]:
@@ -628,51 +633,80 @@ class _Builder:
                          f"{CALLBACK_BUDGET}", "shorten the node or option id")
 
 def _reads_as_question(text: Text) -> bool:
-    return all(s.rstrip().endswith(("?", ":", "?)", ":)")) for _, s in text.by_lang)
+    return all(s.rstrip().endswith(("?", ":", "?)", ":)", "؟", "؟)")) for _, s in text.by_lang)
 
 
 # ---------------------------------------------------------------- entry points
 
 
-def load_flow(path: str | Path, vocabulary: Vocabulary | None = None) -> Flow:
-    """Load and check one flow file; raise `FlowError` listing every problem."""
-    flow, problems = _load(Path(path), vocabulary or bundled_vocabulary())
-    if problems or flow is None:
+def load_flow(path: str | Path, vocabulary: Vocabulary | None = None,
+              allow_missing_translations: bool = False) -> Flow:
+    """Load and check one flow file (and its translations); raise `FlowError` listing
+    every problem. Warnings (missing translations, if allowed) do not stop it."""
+    flow, problems = _load(Path(path), vocabulary or bundled_vocabulary(),
+                           allow_missing_translations)
+    if flow is None:
         raise FlowError(problems)
     return flow
 
 
-def _load(path: Path, vocabulary: Vocabulary) -> tuple[Flow | None, list[Problem]]:
-    name = str(path)
+def _read(path: Path) -> tuple[Source | None, list[Problem]]:
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        return None, [Problem(name, 1, 1, "", f"cannot read the file: {exc}",
+        return None, [Problem(str(path), 1, 1, "", f"cannot read the file: {exc}",
                               "check the path and that it is UTF-8 text")]
-    source, problems = read_yaml(text, name)
+    return read_yaml(text, str(path))
+
+
+def _load(path: Path, vocabulary: Vocabulary, allow_missing_translations: bool = False,
+          ) -> tuple[Flow | None, list[Problem]]:
+    source, problems = _read(path)
     if source is None:
         return None, problems
-    builder = _Builder(source, vocabulary)
+    languages: list[str] = []
+    for file in translations.files_for(path):
+        translation, found = _read(file)
+        problems += found
+        if translation is None or not isinstance(source.data, dict):
+            continue
+        merged = translations.merge(source, translation)
+        problems += merged.problems
+        problems += [replace(p, warning=True) for p in merged.missing] \
+            if allow_missing_translations else merged.missing
+        if merged.language and merged.language not in languages:
+            languages.append(merged.language)
+    builder = _Builder(source, vocabulary, tuple(languages))
     builder.problems.extend(problems)
     flow = builder.build()
     return flow, builder.problems
 
 
 def flow_files(paths: Iterable[str | Path]) -> list[Path]:
-    """Expand folders into their *.yaml files, sorted."""
-    out = []
+    """Expand folders into their flow files, sorted; translation files (`name.es.yaml`)
+    stand for the flow they translate."""
+    out: list[Path] = []
     for p in map(Path, paths):
-        out.extend(sorted(p.glob("*.yaml")) if p.is_dir() else [p])
+        for file in sorted(p.glob("*.yaml")) if p.is_dir() else [p]:
+            if translations.is_translation(file):
+                file = file.with_name(file.stem.rsplit(".", 1)[0] + file.suffix)
+            if file not in out:
+                out.append(file)
     return out
 
 
-def load_flows(paths: Iterable[str | Path],
-               vocabulary: Vocabulary | None = None) -> tuple[dict[str, Flow], list[Problem]]:
-    """Load every flow; problems from all files, and duplicate flow ids across files."""
+def load_flows(paths: Iterable[str | Path], vocabulary: Vocabulary | None = None,
+               allow_missing_translations: bool = False,
+               ) -> tuple[dict[str, Flow], list[Problem]]:
+    """Load every flow; problems from all files, and duplicate flow ids across files.
+
+    Missing translations are errors unless `allow_missing_translations`, when they
+    are warnings (`Problem.warning`) and those texts fall back to English."""
     flows: dict[str, Flow] = {}
     problems: list[Problem] = []
     for path in flow_files(paths):
-        flow, found = _load(path, vocabulary or bundled_vocabulary())
+        flow, found = _load(path, vocabulary or bundled_vocabulary(),
+                            allow_missing_translations)
         problems.extend(found)
         if flow is not None:
             if flow.id in flows:

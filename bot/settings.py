@@ -25,7 +25,9 @@ ENV_VARS = (
     "TRIAGEBOT_STAFF_CHATS", "TRIAGEBOT_ADMINS", "TRIAGEBOT_METRICS_TOKEN",
     "TRIAGEBOT_LOG_FORMAT", "TRIAGEBOT_BACKUP_DIR", "TRIAGEBOT_BACKUP_HOURS",
     "TRIAGEBOT_BACKUP_KEEP", "TRIAGEBOT_SEND_RATE", "TRIAGEBOT_CHAT_BURST",
+    "TRIAGEBOT_EMERGENCY_NUMBERS", "TRIAGEBOT_DEFAULT_LANGUAGE", "TRIAGEBOT_MISSING_TRANSLATIONS",
 )
+LANGUAGE_CODE = re.compile(r"[a-z]{2,3}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +53,9 @@ class Settings:
     backup_keep: int = 7
     send_rate: float = 30.0  # messages per second for the whole bot (Telegram's limit)
     chat_burst: int = 3  # messages a chat may get at once, then about one a second
+    emergency_numbers: tuple[tuple[str, str], ...] = ()  # (language, number) where it differs
+    default_language: str = "en"  # when Telegram's language_code is not one the flow has
+    allow_missing_translations: bool = False  # warn instead of refusing to start
 
     def __repr__(self) -> str:  # the token and secret never reach a log
         return (f"Settings(mode={self.mode!r}, api_url={self.api_url!r}, db={str(self.db)!r}, "
@@ -72,6 +77,23 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
     if not re.fullmatch(r"[0-9]{2,6}", number):
         raise SettingsError(f"TRIAGEBOT_EMERGENCY_NUMBER={number!r} must be the local "
                             "emergency number in digits, e.g. 112, 999 or 911")
+    numbers = []
+    for pair in filter(None, (p.strip() for p in
+                              env.get("TRIAGEBOT_EMERGENCY_NUMBERS", "").split(","))):
+        lang, sep, digits = (x.strip() for x in pair.partition("="))
+        if not sep or not LANGUAGE_CODE.fullmatch(lang) or not re.fullmatch(r"[0-9]{2,6}",
+                                                                             digits):
+            raise SettingsError(f"TRIAGEBOT_EMERGENCY_NUMBERS entry {pair!r} must be "
+                                "LANGUAGE=NUMBER, e.g. es=112,ar=997")
+        numbers.append((lang, digits))
+    default_language = env.get("TRIAGEBOT_DEFAULT_LANGUAGE", "en").strip().lower()
+    if not LANGUAGE_CODE.fullmatch(default_language):
+        raise SettingsError(f"TRIAGEBOT_DEFAULT_LANGUAGE={default_language!r} must be a "
+                            "language code such as en, es, ru or ar")
+    missing = env.get("TRIAGEBOT_MISSING_TRANSLATIONS", "error").strip().lower()
+    if missing not in ("error", "warn"):
+        raise SettingsError(f"TRIAGEBOT_MISSING_TRANSLATIONS={missing!r}: use error (refuse "
+                            "to start) or warn (start; untranslated texts fall back to English)")
     flows = Path(env.get("TRIAGEBOT_FLOWS", str(BUNDLED_FLOWS)))
     if not flows.exists():
         raise SettingsError(f"TRIAGEBOT_FLOWS={str(flows)!r} does not exist: point it at the "
@@ -123,6 +145,9 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         backup_keep=backup_keep,
         send_rate=send_rate,
         chat_burst=chat_burst,
+        emergency_numbers=tuple(numbers),
+        default_language=default_language,
+        allow_missing_translations=missing == "warn",
     )
 
 

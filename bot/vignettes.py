@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from bot.engine import UNKNOWN, Engine
+from bot.engine import NONE, UNKNOWN, Engine
 from bot.findings import Kind, Value
 from bot.flow import Flow, Level
 from bot.session import Ask, Input, Pick, PickMany, Session, Typed
@@ -114,10 +114,33 @@ def answer(flow: Flow, ask: Ask, truth: dict[str, Value]) -> Input:
     raise VignetteError(f"question '{node.id}' cannot be answered from the findings")
 
 
-def run_case(engine: Engine, vignette: Vignette) -> Result:
+ARABIC_DIGITS = str.maketrans("0123456789.,", "٠١٢٣٤٥٦٧٨٩٫،")
+
+
+def typed(ask: Ask, reply: Input, lang: str) -> Input:
+    """The same answer typed, as a person using `lang` would: the button's label, the
+    numbers of the ticked items, a number written the local way."""
+    if isinstance(reply, Pick):
+        label = next(c.label for c in (*ask.options, *ask.extra) if c.id == reply.option)
+        return Typed(label)
+    if isinstance(reply, PickMany):
+        if not reply.options:
+            return Typed(next(c.label for c in ask.extra if c.id == NONE))
+        ids = [c.id for c in ask.options]
+        text = ", ".join(str(ids.index(o) + 1) for o in reply.options)
+    else:
+        text = reply.text  # type: ignore[union-attr]
+        if lang in ("es", "ru", "pt", "fr", "de", "uk"):
+            text = text.replace(".", ",")  # a decimal comma
+    return Typed(text.translate(ARABIC_DIGITS) if lang in ("ar", "fa") else text)
+
+
+def run_case(engine: Engine, vignette: Vignette, lang: str | None = None) -> Result:
+    """One vignette through the engine. With `lang`, the interview is in that language
+    and the patient types every answer in it instead of pressing buttons."""
     flow = engine.flow
     truth = {**flow.vocabulary.absent_values(), **vignette.findings}
-    step = engine.start()
+    step = engine.start(lang)
     session: Session = step.session
     replies = step.replies
     for _ in range(MAX_STEPS):
@@ -126,7 +149,8 @@ def run_case(engine: Engine, vignette: Vignette) -> Result:
         ask = next((r for r in reversed(replies) if isinstance(r, Ask)), None)
         if ask is None:
             raise VignetteError(f"{vignette.id}: the interview stopped without a question")
-        step = engine.handle(session, answer(flow, ask, truth))
+        reply = answer(flow, ask, truth)
+        step = engine.handle(session, typed(ask, reply, lang) if lang else reply)
         session, replies = step.session, step.replies
     else:
         raise VignetteError(f"{vignette.id}: no outcome after {MAX_STEPS} answers")
