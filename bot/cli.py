@@ -265,7 +265,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     conversations = Conversations(_engine(flow, settings),
                                   retention_days=settings.retention_days,
                                   staff_chat=settings.staff_chat,
-                                  staff_chats=dict(settings.staff_chats))
+                                  staff_chats=dict(settings.staff_chats),
+                                  default_language=settings.default_language)
+    for lang, locale in conversations.locales.items():
+        if locale.problems or locale.missing:
+            logging.getLogger("triagebot").warning(
+                "bot texts in %s: %d missing (shown in English), %s", lang,
+                len(locale.missing), "; ".join(locale.problems) or "no other problems")
     bot = TelegramBot(settings, conversations, SqliteStore(settings.db))
     asyncio.run(run(bot))
     return 0
@@ -277,7 +283,7 @@ def cmd_invite(args: argparse.Namespace) -> int:
 
     from telegram import Bot
 
-    from bot.conversation import BotTexts, Conversations
+    from bot.conversation import Conversations
 
     settings = from_env()
     if not settings.token:
@@ -287,10 +293,11 @@ def cmd_invite(args: argparse.Namespace) -> int:
     async def post() -> int:
         bot = Bot(settings.token, base_url=f"{settings.api_url}/bot")
         async with bot:
-            conversations = Conversations(_engine(flow, settings),
-                                          texts=BotTexts(), token=settings.token,
-                                          username=bot.username)
-            (method, params), = conversations.invitation(args.chat)
+            conversations = Conversations(_engine(flow, settings), token=settings.token,
+                                          username=bot.username,
+                                          default_language=settings.default_language)
+            lang = _language(flow, args.lang) if args.lang else settings.default_language
+            (method, params), = conversations.invitation(args.chat, lang)
             message = await bot.do_api_request(method, api_kwargs=params)
             if args.pin:
                 await bot.pin_chat_message(args.chat, message["message_id"],
@@ -376,7 +383,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     invite = sub.add_parser("invite", help="post the private-check invitation in a group")
     invite.add_argument("--chat", type=int, required=True, help="group or channel chat id")
-    invite.add_argument("--lang", default="en", help="language code (default en)")
+    invite.add_argument("--lang", help="language of the post (default: "
+                                       "TRIAGEBOT_DEFAULT_LANGUAGE)")
     invite.add_argument("--pin", action="store_true", help="pin the invitation")
     invite.set_defaults(func=cmd_invite)
 

@@ -30,57 +30,7 @@ from bot.session import (
 from bot.store import Conversation
 from bot.telegram import render
 from bot.telegram.render import Button, Call
-
-
-@dataclass(frozen=True, slots=True)
-class BotTexts:
-    """What the bot itself says, outside any flow (English; see issue on languages)."""
-
-    help: str = (
-        "I ask a few short questions about back pain and fever and tell you how soon to "
-        "get help, and why. I am not a doctor.\n\n"
-        "/start – begin a new check\n/back – change your last answer\n"
-        "/restart – start again\n/privacy – what I keep about you\n"
-        "/forget – erase everything I keep about you\n/help – this message\n\n"
-        "If someone is seriously ill or injured right now, call {emergency_number}.")
-    privacy: str = (
-        "I keep your answers to this check, and the advice I gave, so the conversation "
-        "survives a restart of the bot. I keep them for {retention} days after your last "
-        "message, then delete them. Nobody else can read them through this bot, except "
-        "that, if you agreed, this service's clinicians on duty get an alert when your "
-        "answers need care today or now. Send /forget to erase everything now.")
-    forget_confirm: str = "Erase everything I keep about you? This cannot be undone."
-    forget_yes: str = "Yes, erase it"
-    forget_no: str = "No, keep it"
-    forgotten: str = "Done: I have erased everything I kept about you. Send /start to begin again."
-    kept: str = "OK, nothing was erased."
-    stale: str = "That button belongs to an earlier check. Here is where we are now:"
-    not_text: str = ("I can only read typed answers and button presses, not stickers, photos, "
-                     "voice or files. Please answer the question:")
-    too_long: str = "That is longer than I can read. Please answer in a few words."
-    edited: str = ("I only read new messages, so your edit did not change anything. "
-                   "If an answer was wrong, send /back.")
-    finished: str = "This check is finished. Send /start or /restart to begin a new one."
-    group_invite: str = ("Worried about back pain or a fever? I can check it with you in a "
-                         "private chat: your answers stay between you and me, never in this "
-                         "group. I am not a doctor; in an emergency call {emergency_number}.")
-    group_button: str = "Start a private check"
-    consent: str = (
-        "Before we start, please read this.\n\n"
-        "• I keep your answers and my advice for {retention} days after your last message, "
-        "then delete them. /forget erases them at any time.\n"
-        "• If your answers show that you need care today or now, I can alert this service's "
-        "clinicians on duty so one of them can contact you. Only they see the alert.\n\n"
-        "May I alert them if needed?")
-    consent_share: str = "Yes, and show them my answers"
-    consent_contact: str = "Yes, contact me only"
-    consent_none: str = "No, don't alert anyone"
-    consent_store_only: str = "OK, start"
-    consent_saved: str = "Saved: {choice}. You can change this any time with /privacy."
-    consent_now: str = "Your choice now: {choice}. To change it, press a button:"
-    notified: str = ("A clinician on duty has been told and may contact you. Do not wait for "
-                     "them: follow the advice above.")
-    alert_button: str = "✋ I'm on it"
+from bot.texts import BotTexts, Locale, is_right_to_left, load_texts
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +45,7 @@ class Event:
     message_id: int | None = None  # the message a button was on
     message_text: str = ""  # that message's text, to show the answer under it
     username: str = ""  # the person's @username, if they have one (for staff alerts)
+    language: str = ""  # their Telegram app's language (IETF tag), a first guess at ours
     name: str = ""  # their first name as Telegram shows it
     at: float = 0.0  # when they sent it (Telegram's timestamp)
 
@@ -118,73 +69,135 @@ CONSENTS = ("share", "contact", "none")
 @dataclass
 class Conversations:
     engine: Engine
-    texts: BotTexts = field(default_factory=BotTexts)
     retention_days: float = 30
     staff_chat: int | None = None  # where clinician alerts go
     staff_chats: dict[int, int] = field(default_factory=dict)  # source group -> staff chat
     token: str = ""  # signs deep-link payloads
     username: str = ""  # the bot's, for deep links (known after getMe)
-    headings: dict[str, str] = field(init=False)
+    default_language: str = "en"  # for unknown Telegram languages, and for staff alerts
+    locales: dict[str, Locale] = field(default_factory=load_texts)
 
     def __post_init__(self) -> None:
         flow = self.engine.flow
-        self.headings = {k: flow.text(k, "en") for k in ("why", "because", "links")}
+        # a language is offered when both the interview and the bot's own texts have it
+        self.languages = tuple(lang for lang in flow.languages if lang in self.locales)
+        if self.default_language not in self.languages:
+            self.default_language = "en"
+
+    @property
+    def texts(self) -> BotTexts:
+        """The deployment's own language (staff alerts, group posts)."""
+        return self.locales[self.default_language].texts
+
+    def texts_in(self, lang: str) -> BotTexts:
+        return self.locales[lang if lang in self.locales else "en"].texts
+
+    def language_of(self, conv: Conversation) -> str:
+        lang = conv.extra.get("lang")
+        return lang if lang in self.languages else self.default_language
+
+    def pick_language(self, telegram_code: str) -> str:
+        """Our language for Telegram's language_code ('es', 'pt-br', 'ar'), else the default."""
+        code = (telegram_code or "").lower().replace("_", "-")
+        for candidate in (code, code.split("-")[0]):
+            if candidate in self.languages:
+                return candidate
+        return self.default_language
+
+    def labels(self, lang: str) -> render.Labels:
+        """The bot's own buttons under each question, in `lang`."""
+        tx = self.texts_in(lang)
+        return render.Labels(back=tx.button_back, restart=tx.button_restart,
+                             done=self.engine.flow.text("button_done", lang) + " ✓")
+
+    def headings(self, lang: str) -> dict[str, str]:
+        flow = self.engine.flow
+        return {k: flow.text(k, lang) for k in ("why", "because", "links")}
 
     def staff_for(self, source: int | None) -> int | None:
         return self.staff_chats.get(source, self.staff_chat) if source else self.staff_chat
 
-    def invitation(self, chat_id: int) -> list[Call]:
+    def invitation(self, chat_id: int, lang: str | None = None) -> list[Call]:
         """The message, with a deep-link button, that sends group members to a private chat."""
+        lang = lang if lang in self.languages else self.default_language
+        tx = self.texts_in(lang)
         link = deeplink.url(self.username, deeplink.make(chat_id, self.token))
-        markup = {"inline_keyboard": [[{"text": self.texts.group_button, "url": link}]]}
-        return render.send(chat_id, render.esc(self.say(self.texts.group_invite)), markup)
+        markup = {"inline_keyboard": [[{"text": tx.group_button, "url": link}]]}
+        calls = render.send(chat_id, render.esc(self.say(tx.group_invite, lang)), markup)
+        return render.right_to_left(calls) if is_right_to_left(lang) else calls
+
+    def commands(self, lang: str) -> list[tuple[str, str]]:
+        """The command menu (setMyCommands) in one language."""
+        tx = self.texts_in(lang)
+        return [("start", tx.cmd_start), ("back", tx.cmd_back), ("restart", tx.cmd_restart),
+                ("language", tx.cmd_language), ("help", tx.cmd_help),
+                ("privacy", tx.cmd_privacy), ("forget", tx.cmd_forget)]
 
     def _consent_prompt(self, conv: Conversation, intro: str = "") -> list[Call]:
-        chat = conv.key.chat_id
+        chat, lang = conv.key.chat_id, self.language_of(conv)
+        tx = self.texts_in(lang)
         if self.staff_chat is None and not self.staff_chats:  # nobody to alert: storage only
-            options = [(self.texts.consent_store_only, "none")]
-            text = self.say(self.texts.consent.split("• If your answers")[0]).rstrip()
+            options = [(tx.consent_store_only, "none")]
+            text = self.say(tx.consent_store_only_text, lang)
         else:
-            options = [(self.texts.consent_share, "share"), (self.texts.consent_contact,
-                                                              "contact"),
-                       (self.texts.consent_none, "none")]
-            text = self.say(self.texts.consent)
+            options = [(tx.consent_share, "share"), (tx.consent_contact, "contact"),
+                       (tx.consent_none, "none")]
+            text = self.say(tx.consent, lang)
         markup = render.keyboard([[(label, render.encode(conv.interview, "_", -1,
                                                          "consent_" + value))]
                                   for label, value in options])
         return render.send(chat, render.esc(intro + text), markup)
 
-    def _choice(self, value: str) -> str:
-        return {"share": self.texts.consent_share, "contact": self.texts.consent_contact,
-                "none": self.texts.consent_none}.get(value, value)
+    def _language_prompt(self, conv: Conversation) -> list[Call]:
+        tx = self.texts_in(self.language_of(conv))
+        markup = render.keyboard([[(self.texts_in(lang).language_name,
+                                    render.encode(conv.interview, "_", -1, "lang_" + lang))]
+                                  for lang in self.languages])
+        return render.send(conv.key.chat_id, render.esc(tx.language_prompt), markup)
 
-    def say(self, text: str) -> str:
-        return text.replace("{emergency_number}", self.engine.emergency_number).replace(
+    def _choice(self, value: str, lang: str) -> str:
+        tx = self.texts_in(lang)
+        return {"share": tx.consent_share, "contact": tx.consent_contact,
+                "none": tx.consent_none}.get(value, value)
+
+    def say(self, text: str, lang: str) -> str:
+        return text.replace("{emergency_number}", self.engine.number(lang)).replace(
             "{retention}", f"{self.retention_days:g}")
 
     # ------------------------------------------------------------------ decide
 
     def decide(self, conv: Conversation, event: Event) -> Decision:
+        """What to do about one event; every text in the person's language."""
+        if "lang" not in conv.extra and event.kind != "group":  # first contact: their app's
+            conv = replace(conv, extra={**conv.extra, "lang": self.pick_language(event.language)})
+        decision = self._decide(conv, event)
+        if is_right_to_left(self.language_of(decision.conversation)):
+            decision = replace(decision, calls=render.right_to_left(decision.calls))
+        return decision
+
+    def _decide(self, conv: Conversation, event: Event) -> Decision:
         chat = conv.key.chat_id
         session = conv.session
+        lang = self.language_of(conv)
+        tx = self.texts_in(lang)
         if event.name or event.username:  # how staff can reach them, if an alert is needed
             person = {"name": event.name, "username": event.username, "at": event.at}
             conv = replace(conv, extra={**conv.extra, "person": person})
         if event.kind == "command":
             return self._command(conv, event)
         if event.kind == "group":
-            return Decision(conv, (), self.invitation(chat))
+            return Decision(conv, (), self.invitation(chat, self.pick_language(event.language)))
         if event.kind == "edited":
-            return Decision(conv, (), render.send(chat, render.esc(self.say(self.texts.edited))))
+            return Decision(conv, (), render.send(chat, render.esc(self.say(tx.edited, lang))))
         if session is None and event.kind != "button":  # anything first begins the check
             return self._begin(conv)
         if event.kind == "button":
             if event.button is None:  # not one of our buttons (or its data was lost)
-                decision = self._remind(conv, self.texts.stale)
-                return replace(decision, toast=self.texts.stale)
+                decision = self._remind(conv, tx.stale)
+                return replace(decision, toast=tx.stale)
             return self._button(conv, event)
         if event.kind == "other" or (event.kind == "text" and len(event.text) > MAX_TYPED):
-            notice = self.texts.not_text if event.kind == "other" else self.texts.too_long
+            notice = tx.not_text if event.kind == "other" else tx.too_long
             return self._remind(conv, notice)
         return self._run(conv, Typed(event.text))
 
@@ -199,6 +212,10 @@ class Conversations:
 
     def _command(self, conv: Conversation, event: Event) -> Decision:
         chat, name = conv.key.chat_id, event.command
+        lang = self.language_of(conv)
+        tx = self.texts_in(lang)
+        if name == "language":
+            return Decision(conv, (), self._language_prompt(conv))
         if name == "start":
             return self._begin(conv, event.payload)
         if name == "restart":
@@ -208,33 +225,36 @@ class Conversations:
         if name == "back" and conv.session is not None:
             return self._run(conv, Back())
         if name == "privacy":
-            calls = render.send(chat, render.esc(self.say(self.texts.privacy)))
+            calls = render.send(chat, render.esc(self.say(tx.privacy, lang)))
             if "consent" in conv.extra:
-                now = self.say(self.texts.consent_now).replace(
-                    "{choice}", self._choice(conv.extra["consent"]))
+                now = self.say(tx.consent_now, lang).replace(
+                    "{choice}", self._choice(conv.extra["consent"], lang))
                 calls += self._consent_prompt(conv, intro=now + "\n\n")
             return Decision(conv, (), calls)
         if name == "forget":
             markup = render.keyboard([[
-                (self.texts.forget_yes, render.encode(conv.interview, "_", -1, "forget_yes")),
-                (self.texts.forget_no, render.encode(conv.interview, "_", -1, "forget_no"))]])
-            return Decision(conv, (), render.send(chat, render.esc(self.texts.forget_confirm),
-                                                  markup))
-        return Decision(conv, (), render.send(chat, render.esc(self.say(self.texts.help))))
+                (tx.forget_yes, render.encode(conv.interview, "_", -1, "forget_yes")),
+                (tx.forget_no, render.encode(conv.interview, "_", -1, "forget_no"))]])
+            return Decision(conv, (), render.send(chat, render.esc(tx.forget_confirm), markup))
+        return Decision(conv, (), render.send(chat, render.esc(self.say(tx.help, lang))))
 
     def _button(self, conv: Conversation, event: Event) -> Decision:
         button, session = event.button, conv.session
         assert button is not None
-        chat = conv.key.chat_id
+        chat, lang = conv.key.chat_id, self.language_of(conv)
+        tx = self.texts_in(lang)
+        if button.node == "_" and button.option.startswith("lang_"):
+            return self._switch_language(conv, event, button.option.removeprefix("lang_"))
         if button.node == "_" and button.option.startswith("consent_"):
             value = button.option.removeprefix("consent_")
             if value not in CONSENTS:
-                return self._remind(conv, self.texts.stale) if session else Decision(conv, (), [])
+                return self._remind(conv, tx.stale) if session else Decision(conv, (), [])
             had = "consent" in conv.extra
             conv = replace(conv, extra={**conv.extra, "consent": value})
             calls = [render.answered(chat, event.message_id, event.message_text,
-                                     self._choice(value))] if event.message_id else []
-            saved = self.say(self.texts.consent_saved).replace("{choice}", self._choice(value))
+                                     self._choice(value, lang))] if event.message_id else []
+            saved = self.say(tx.consent_saved, lang).replace("{choice}",
+                                                             self._choice(value, lang))
             calls += render.send(chat, render.esc(saved))
             if had and session is not None:
                 return Decision(conv, (), calls)
@@ -244,13 +264,13 @@ class Conversations:
             calls = [render.drop_keyboard(chat, event.message_id)] if event.message_id else []
             if button.option == "forget_yes":
                 return Decision(conv, (), calls, forget=True)
-            return Decision(conv, (), calls + render.send(chat, render.esc(self.texts.kept)))
+            return Decision(conv, (), calls + render.send(chat, render.esc(tx.kept)))
         if session is None:  # a button from before /forget or from a purged conversation
             return self._begin(conv)
         if button.interview != conv.interview:
             calls = [render.drop_keyboard(chat, event.message_id)] if event.message_id else []
-            decision = self._remind(conv, self.texts.stale)
-            return replace(decision, calls=calls + decision.calls, toast=self.texts.stale)
+            decision = self._remind(conv, tx.stale)
+            return replace(decision, calls=calls + decision.calls, toast=tx.stale)
         if button.node == "_":
             inp: Input = Back() if button.option == "back" else Restart()
             return self._run(conv, inp, new_interview=button.option == "restart")
@@ -261,7 +281,8 @@ class Conversations:
             draft = tuple(i for i in conv.draft if i != item) if item in conv.draft else \
                 (*conv.draft, item)
             conv = replace(conv, draft=tuple(i for i in (c.id for c in ask.options) if i in draft))
-            markup = render.question_markup(ask, conv.interview, conv.draft)
+            markup = render.question_markup(ask, conv.interview, conv.draft,
+                                            self.labels(lang))
             calls: list[Call] = []
             if event.message_id:
                 calls.append(("editMessageReplyMarkup", {
@@ -273,15 +294,32 @@ class Conversations:
             inp = Pick(button.node, button.option, button.item)
         return self._run(conv, inp, pressed=event, shown=ask)
 
+    def _switch_language(self, conv: Conversation, event: Event, lang: str) -> Decision:
+        """Speak `lang` from now on; mid-interview, keep every answer and ask the current
+        question again in it."""
+        chat = conv.key.chat_id
+        if lang not in self.languages:
+            return Decision(conv, (), [])
+        conv = replace(conv, extra={**conv.extra, "lang": lang})
+        tx = self.texts_in(lang)
+        calls = [render.answered(chat, event.message_id, event.message_text,
+                                 tx.language_name)] if event.message_id else []
+        if conv.session is None:
+            return Decision(conv, (), calls + render.send(chat, render.esc(tx.language_saved)))
+        conv = replace(conv, session=replace(conv.session, language=lang))
+        decision = self._remind(conv, tx.language_saved)
+        return replace(decision, calls=calls + decision.calls)
+
     def _remind(self, conv: Conversation, notice: str) -> Decision:
         """A notice, then the current question again (or that the check is finished)."""
         assert conv.session is not None
-        chat = conv.key.chat_id
+        chat, lang = conv.key.chat_id, self.language_of(conv)
         ask = self.engine.current(conv.session)
         if ask is None:
-            return Decision(conv, (), render.send(chat, render.esc(self.texts.finished)))
+            return Decision(conv, (), render.send(chat, render.esc(self.texts_in(lang).finished)))
         calls = render.send(chat, render.esc(notice))
-        calls += render.replies(chat, conv.interview, (ask,), self.headings, conv.draft)
+        calls += render.replies(chat, conv.interview, (ask,), self.headings(lang), conv.draft,
+                                self.labels(lang))
         if conv.question_message:
             calls.insert(0, render.drop_keyboard(chat, conv.question_message))
         return Decision(conv, (), calls)
@@ -289,10 +327,10 @@ class Conversations:
     def _run(self, conv: Conversation, inp: Input, new_interview: bool = False,
              pressed: Event | None = None, shown: Ask | None = None) -> Decision:
         """Feed the engine; turn its replies into calls; keep the chat a readable record."""
-        chat = conv.key.chat_id
+        chat, lang = conv.key.chat_id, self.language_of(conv)
         old: Session | None = conv.session
         if old is None or isinstance(inp, Start):
-            step = self.engine.start()
+            step = self.engine.start(lang)
         else:
             step = self.engine.handle(old, inp)
         new = step.session
@@ -309,7 +347,8 @@ class Conversations:
             else:
                 calls.append(render.drop_keyboard(chat, target))
         draft = () if moved else conv.draft
-        calls += render.replies(chat, interview, step.replies, self.headings, draft)
+        calls += render.replies(chat, interview, step.replies, self.headings(lang), draft,
+                                self.labels(lang))
         log = new.log[len(old.log):] if old and new.log[:len(old.log)] == old.log else new.log
         conv = replace(conv, session=new, interview=interview, draft=draft,
                        question_message=None if moved else conv.question_message)
@@ -339,12 +378,20 @@ class Conversations:
         if outcome.level < Level.URGENT or consent not in ("share", "contact") or staff is None:
             return None
         person = conv.extra.get("person", {})
-        return {"staff_chat": staff, "level": outcome.level.id, "button": self.texts.alert_button,
-                "text": render.alert_text(outcome, conv.key.user_id, person.get("name", ""),
-                                          person.get("username", ""), person.get("at", 0.0),
-                                          f"group {conv.extra['source']}"
-                                          if conv.extra.get("source") else "",
-                                          share=consent == "share", headings=self.headings)}
+        staff_lang, lang = self.default_language, self.language_of(conv)
+        rules = {r.id: r for r in self.engine.flow.rules}
+        reasons = tuple(dict.fromkeys(rules[rid].says.get(staff_lang)
+                                      for rid in outcome.rules))[:len(outcome.reasons) or 1]
+        return {"staff_chat": staff, "level": outcome.level.id,
+                "button": self.texts.alert_button,
+                "notify": self.texts_in(lang).notified,  # for the person, once it is sent
+                "text": render.alert_text(
+                    replace(outcome, reasons=reasons), conv.key.user_id, person.get("name", ""),
+                    person.get("username", ""), person.get("at", 0.0),
+                    f"group {conv.extra['source']}" if conv.extra.get("source") else "",
+                    share=consent == "share", headings=self.headings(staff_lang),
+                    texts=self.texts,
+                    language="" if lang == staff_lang else self.texts_in(lang).language_name)}
 
 
 def _accepted(old: Session | None, new: Session) -> bool:

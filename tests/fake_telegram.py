@@ -114,6 +114,8 @@ class FakeTelegram:
     chats: dict[int, list[int]] = field(default_factory=dict)  # chat -> its message ids
     blocked: set[int] = field(default_factory=set)
     commands: list[dict[str, Any]] = field(default_factory=list)
+    commands_by_language: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    language_codes: dict[int, str] = field(default_factory=dict)  # user -> app language
     calls: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     errors: list[tuple[str, int, str]] = field(default_factory=list)
     queries: dict[str, bool] = field(default_factory=dict)  # id -> answered
@@ -214,7 +216,17 @@ class FakeTelegram:
         return self._user()
 
     async def api_setmycommands(self, p: dict) -> bool:
-        self.commands = p["commands"]
+        """Like Telegram: one menu per language_code ('' for everyone else)."""
+        code = p.get("language_code", "")
+        if code and not re.fullmatch(r"[a-z]{2}", code):
+            raise ApiError(400, "Bad Request: invalid language code specified")
+        for command in p["commands"]:
+            if not re.fullmatch(r"[a-z0-9_]{1,32}", command["command"]) or \
+                    not 1 <= len(command["description"]) <= 256:
+                raise ApiError(400, "Bad Request: BOT_COMMAND_INVALID")
+        self.commands_by_language[code] = p["commands"]
+        if not code:
+            self.commands = p["commands"]
         return True
 
     async def api_setwebhook(self, p: dict) -> bool:
@@ -351,7 +363,10 @@ class FakeTelegram:
     # ------------------------------------------------------------ people
 
     def _person(self, user_id: int) -> dict[str, Any]:
-        return {"id": user_id, "is_bot": False, "first_name": f"User{user_id}"}
+        person = {"id": user_id, "is_bot": False, "first_name": f"User{user_id}"}
+        if user_id in self.language_codes:  # the language of their Telegram app
+            person["language_code"] = self.language_codes[user_id]
+        return person
 
     def _push(self, update: dict[str, Any]) -> int:
         update["update_id"] = next(self._ids)

@@ -268,7 +268,7 @@ class SqliteStore:
                 " (?, ?, ?, ?)", (key.user_id, data["staff_chat"], data["level"], now))
             alert_id = cur.lastrowid
             params = {"chat_id": data["staff_chat"], "text": data["text"],
-                      "parse_mode": "HTML", "_alert": alert_id,
+                      "parse_mode": "HTML", "_alert": alert_id, "_notify": data.get("notify"),
                       "reply_markup": {"inline_keyboard": [[{
                           "text": data["button"], "callback_data": f"!take|{alert_id}"}]]}}
             await self.db.execute(

@@ -58,11 +58,6 @@ _outcome: contextvars.ContextVar[str | None] = contextvars.ContextVar("outcome",
 _webhook_reply: contextvars.ContextVar[list[dict[str, Any]] | None] = contextvars.ContextVar(
     "webhook_reply", default=None)
 ALLOWED_UPDATES = ["message", "edited_message", "callback_query", "my_chat_member"]
-COMMANDS = [
-    ("start", "Begin a new check"), ("back", "Change your last answer"),
-    ("restart", "Start again"), ("help", "How this works"),
-    ("privacy", "What I keep about you"), ("forget", "Erase everything I keep about you"),
-]
 SEND_ATTEMPTS = 5
 WEBHOOK_REPLY_METHODS = ("editMessageReplyMarkup", "editMessageText")
 POLL_TIMEOUT = 25  # seconds of long polling per getUpdates
@@ -205,7 +200,12 @@ class TelegramBot:
         self.username = self.application.bot.username
         self.conversations.username = self.username or ""
         self.conversations.token = self.settings.token or ""
-        await self.application.bot.set_my_commands([BotCommand(c, d) for c, d in COMMANDS])
+        conversations = self.conversations
+        await self.application.bot.set_my_commands(  # the default menu, then each language's
+            [BotCommand(c, d) for c, d in conversations.commands(conversations.default_language)])
+        for lang in conversations.languages:
+            await self.application.bot.set_my_commands(
+                [BotCommand(c, d) for c, d in conversations.commands(lang)], language_code=lang)
         await self.flush()  # replies committed before a crash or restart go out now
         self.ready = True
         log.info("ready as @%s", self.username)
@@ -302,10 +302,11 @@ class TelegramBot:
             if decision is not None and decision.forget:
                 await self.flush(key)  # close the confirmation's keyboard first
                 await self.store.forget(key.user_id)
+                tx = self.conversations.texts_in(
+                    self.conversations.language_of(decision.conversation))
                 with contextlib.suppress(Rejected, Blocked):
                     await self._call("sendMessage", {"chat_id": key.chat_id, "parse_mode": "HTML",
-                                                     "text": render.esc(
-                                                         self.conversations.texts.forgotten)})
+                                                     "text": render.esc(tx.forgotten)})
             await self.flush(key)
         return True
 
@@ -328,16 +329,19 @@ class TelegramBot:
             await self._answer_query(query_id, "")
             return
         took, taker = await self.store.take_alert(alert_id, who)
+        tx = self.conversations.texts  # the staff's language
         if not took:
-            await self._answer_query(query_id, f"Already taken by {taker}" if taker else "")
+            await self._answer_query(query_id, tx.alert_already.replace("{who}", taker)
+                                     if taker else "")
             return
-        await self._answer_query(query_id, "Thank you — the others can see you have it.")
+        await self._answer_query(query_id, tx.alert_taken)
         stamp = time.strftime("%H:%M UTC", time.gmtime())
         with contextlib.suppress(Rejected, Blocked):
             await self._call("editMessageReplyMarkup", {
                 "chat_id": key.chat_id, "message_id": event.message_id,
-                "reply_markup": render.keyboard([[(f"✋ {who} is on it ({stamp})",
-                                                   f"!take|{alert_id}")]])})
+                "reply_markup": render.keyboard([[(
+                    "✋ " + tx.alert_on_it.replace("{who}", who) + f" ({stamp})",
+                    f"!take|{alert_id}")]])})
 
     async def _stats(self, key: Key, payload: str) -> None:
         """Counts for admins: interviews and outcomes by level and source; alert health."""
@@ -451,7 +455,8 @@ class TelegramBot:
         with contextlib.suppress(Rejected, Blocked):
             await self._call("sendMessage", {
                 "chat_id": out.key.user_id, "parse_mode": "HTML",
-                "text": render.esc(self.conversations.texts.notified)})
+                "text": render.esc(out.params.get("_notify") or
+                                   self.conversations.texts.notified)})
 
     async def _call(self, method: str, params: dict[str, Any]) -> Any:
         """One Bot API call with retries; None if it could not be made now.

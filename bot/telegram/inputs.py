@@ -119,7 +119,8 @@ def _str(parent: dict[str, Any], name: str) -> str:
 def _who(user: dict[str, Any], message: dict[str, Any]) -> dict:
     date = message.get("date")
     return {"username": _str(user, "username"), "name": _str(user, "first_name"),
-            "at": float(date) if type(date) is int else 0.0}
+            "at": float(date) if type(date) is int else 0.0,
+            "language": _str(user, "language_code")}
 
 
 def _for_us_in_group(text: str, bot_username: str | None) -> bool:

@@ -16,6 +16,7 @@ from typing import Any
 
 from bot.flow import Level
 from bot.session import Ask, Escalate, Outcome, Reply, Say
+from bot.texts import BotTexts
 
 MAX_TEXT = 4096
 MAX_CALLBACK = 64
@@ -188,7 +189,8 @@ def send(chat_id: int, text: str, markup: dict[str, Any] | None = None,
 
 
 def replies(chat_id: int, interview: int, items: tuple[Reply, ...],
-            headings: dict[str, str], ticked: tuple[str, ...] = ()) -> list[Call]:
+            headings: dict[str, str], ticked: tuple[str, ...] = (),
+            labels: Labels = Labels()) -> list[Call]:
     """Every reply of one step as Bot API calls, in order."""
     calls: list[Call] = []
     for reply in items:
@@ -198,7 +200,7 @@ def replies(chat_id: int, interview: int, items: tuple[Reply, ...],
             calls += send(chat_id, f"{LEVEL_MARK[reply.level]} <b>{esc(reply.text)}</b>")
         elif isinstance(reply, Ask):
             calls += send(chat_id, question_text(reply),
-                          question_markup(reply, interview, ticked), question=interview)
+                          question_markup(reply, interview, ticked, labels), question=interview)
         elif isinstance(reply, Outcome):
             calls += send(chat_id, outcome_text(reply, headings))
     return calls
@@ -218,24 +220,52 @@ def drop_keyboard(chat_id: int, message_id: int) -> Call:
 
 
 def alert_text(outcome: Outcome, user_id: int, name: str, username: str, at: float,
-               source: str, share: bool, headings: dict[str, str]) -> str:
+               source: str, share: bool, headings: dict[str, str], texts: BotTexts,
+               language: str = "") -> str:
     """A short alert for the staff chat: level, red flags, when, how to reach the person.
 
-    Answers (the "because" line) are included only when the person agreed to share them.
+    In the staff's language (`texts`, `headings`); the person's answers (the "because"
+    line, in the person's `language` if that differs) only when they agreed to share.
     """
-    when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(at)) if at else "just now"
-    who = f'<a href="tg://user?id={int(user_id)}">{esc(name or "the person")}</a>'
+    when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(at)) if at else "—"
+    who = f'<a href="tg://user?id={int(user_id)}">{esc(name or texts.alert_person)}</a>'
     if username:
         who += f" (@{esc(username)})"
     lines = [f"{LEVEL_MARK[outcome.level]} <b>{esc(outcome.level.id.replace('_', ' ').upper())}"
-             f"</b> — triage alert", f"<b>When:</b> {when}" + (f" · from {esc(source)}"
-                                                               if source else ""),
-             "<b>Red flags:</b>\n" + "\n".join(f"• {esc(r)}" for r in outcome.reasons),
-             f"<b>Contact:</b> {who}"]
+             f"</b> — {esc(texts.alert_title)}",
+             f"<b>{esc(texts.alert_when)}</b> {when}" + (
+                 f" · {esc(texts.alert_from)} {esc(source)}" if source else ""),
+             f"<b>{esc(texts.alert_red_flags)}</b>\n" + "\n".join(f"• {esc(r)}"
+                                                               for r in outcome.reasons),
+             f"<b>{esc(texts.alert_contact)}</b> {who}"]
+    if language:
+        lines.append(f"<b>{esc(texts.alert_language)}</b> {esc(language)}")
     if share and outcome.evidence:
         lines.append(f"<b>{esc(headings.get('because', 'Because:'))}</b> " +
                      esc("; ".join(outcome.evidence)) + ".")
-        lines.append("<b>Rules:</b> " + esc(", ".join(outcome.rules)))
+        lines.append(f"<b>{esc(texts.alert_rules)}</b> " + esc(", ".join(outcome.rules)))
     elif not share:
-        lines.append("<i>The person did not agree to share their answers.</i>")
+        lines.append(f"<i>{esc(texts.alert_not_shared)}</i>")
     return "\n\n".join(lines)[:MAX_TEXT]
+
+
+RLM = "\u200f"  # RIGHT-TO-LEFT MARK
+
+
+def right_to_left(calls: list[Call]) -> list[Call]:
+    """Mark every line of every message right to left.
+
+    Telegram sets each paragraph's direction from its first strong character, so an
+    Arabic line that starts with a digit, an emoji or a Latin name ("NHS: ...", "🔴 112")
+    would read left to right. A message that would grow past Telegram's limit is left
+    as it is (the marks are cosmetic).
+    """
+    out: list[Call] = []
+    for method, params in calls:
+        text = params.get("text")
+        if method in ("sendMessage", "editMessageText") and isinstance(text, str):
+            marked = RLM + text.replace("\n", "\n" + RLM)
+            if len(marked) <= MAX_TEXT:
+                params = {**params, "text": marked}
+        out.append((method, params))
+    return out
