@@ -15,7 +15,7 @@ from pathlib import Path
 
 from bot import __version__, graph
 from bot.engine import Engine
-from bot.errors import FlowError, SettingsError
+from bot.errors import FlowError, Problem, SettingsError
 from bot.flow import Flow
 from bot.loader import flow_files, load_flows
 from bot.settings import BUNDLED_FLOWS, from_env
@@ -79,6 +79,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     allow = args.missing_translations == "warn" if args.missing_translations else \
         from_env().allow_missing_translations
     flows, problems = load_flows(files, allow_missing_translations=allow)
+    problems += _locale_problems(flows.values(), allow)
     for problem in problems:
         print(problem)
     errors = [p for p in problems if not p.warning]
@@ -92,6 +93,26 @@ def cmd_validate(args: argparse.Namespace) -> int:
         print(f"{flow.file}: ok — flow '{flow.id}' v{flow.version}: {len(flow.nodes)} nodes, "
               f"{len(flow.rules)} rules, languages {', '.join(flow.languages)}")
     return 0
+
+
+def _locale_problems(flows, allow_missing: bool) -> list[Problem]:
+    """The bot's own texts (bot/locales) for every language a flow speaks."""
+    from bot.texts import LOCALES, load_texts
+
+    locales = load_texts()
+    found = []
+    for lang in sorted({lang for flow in flows for lang in flow.languages} - {"en"}):
+        where = str(LOCALES / f"{lang}.yaml")
+        locale = locales.get(lang)
+        if locale is None:
+            found.append(Problem(where, 1, 1, "", f"no bot texts in '{lang}' (help, consent, "
+                                 "privacy...)", "copy bot/locales/es.yaml and translate it",
+                                 warning=allow_missing))
+            continue
+        found += [Problem(where, 1, 1, "", text) for text in locale.problems]
+        found += [Problem(where, 1, 1, key, "missing translation", f"add `{key}:`",
+                          warning=allow_missing) for key in locale.missing]
+    return found
 
 
 def cmd_chat(args: argparse.Namespace) -> int:

@@ -169,7 +169,9 @@ class Conversations:
     def decide(self, conv: Conversation, event: Event) -> Decision:
         """What to do about one event; every text in the person's language."""
         if "lang" not in conv.extra and event.kind != "group":  # first contact: their app's
-            conv = replace(conv, extra={**conv.extra, "lang": self.pick_language(event.language)})
+            lang = conv.session.language if conv.session is not None else \
+                self.pick_language(event.language)  # (a session from before languages: its)
+            conv = replace(conv, extra={**conv.extra, "lang": lang})
         decision = self._decide(conv, event)
         if is_right_to_left(self.language_of(decision.conversation)):
             decision = replace(decision, calls=render.right_to_left(decision.calls))

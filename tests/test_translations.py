@@ -132,3 +132,26 @@ def test_chat_and_eval_take_a_language():
     assert unknown.returncode == 2 and "no language 'xx'" in unknown.stderr
     result = triagebot("eval", str(VIGNETTES), "--lang", "ar")
     assert result.returncode == 0 and "emergency sensitivity: 100.0%" in result.stdout
+
+
+# ---------------------------------------------------------------- the bot's own texts
+
+def test_the_bots_own_texts_are_complete_in_every_shipped_language():
+    from bot.texts import load_texts
+
+    locales = load_texts()
+    assert set(SHIPPED) <= locales.keys()
+    for lang in SHIPPED:
+        assert locales[lang].missing == () and locales[lang].problems == (), lang
+    names = {locales[lang].texts.language_name for lang in SHIPPED}
+    assert names == {"English", "Español", "Русский", "العربية"}
+
+
+def test_a_bot_text_that_loses_a_placeholder_is_reported(tmp_path):
+    from bot.texts import load_texts
+
+    (tmp_path / "xx.yaml").write_text('help: "No number here"\nbogus: "x"\n', encoding="utf-8")
+    locale = load_texts(tmp_path)["xx"]
+    assert any("help" in p and "{emergency_number}" in p for p in locale.problems)
+    assert any("unknown key 'bogus'" in p for p in locale.problems)
+    assert "help" in locale.missing and locale.texts.help == load_texts()["en"].texts.help
