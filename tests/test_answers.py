@@ -212,3 +212,25 @@ def test_reasons_are_given_in_the_persons_language():
     assert "número" in parse_age("abc", "es").explain("es")
     assert "возраст" in parse_age("abc", "ru").explain("ru")
     assert parse_age("abc").explain("xx") == parse_age("abc").explain("en")  # falls back
+
+
+LANGS = st.sampled_from(["en", "es", "ru", "ar", "xx"])
+SCRIPTS = st.text(alphabet=st.characters(codec="utf-8", categories=("L", "N", "P", "Z", "S")),
+                  max_size=80)
+
+
+@given(SCRIPTS, LANGS)
+def test_no_parser_raises_on_any_text_in_any_language(text, lang):
+    for parse in (parse_yes_no, parse_temperature, parse_duration, parse_age):
+        result = parse(text, lang)
+        assert isinstance(result, Got | Unsure | Invalid)
+        if isinstance(result, Invalid):
+            assert isinstance(result.explain(lang), str)
+    assert isinstance(parse_checklist(text, {"a": ["Alpha"], "b": ["Бета"]}, lang),
+                      Got | Unsure | Invalid)
+
+
+@given(st.integers(300, 450).map(lambda x: x / 10))
+def test_arabic_indic_digits_read_like_ascii(celsius):
+    arabic = f"{celsius:.1f}".translate(str.maketrans("0123456789.", "٠١٢٣٤٥٦٧٨٩٫"))
+    assert parse_temperature(arabic, "ar") == Got(celsius)
