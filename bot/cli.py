@@ -287,7 +287,8 @@ def cmd_run(args: argparse.Namespace) -> int:
                                   retention_days=settings.retention_days,
                                   staff_chat=settings.staff_chat,
                                   staff_chats=dict(settings.staff_chats),
-                                  default_language=settings.default_language)
+                                  default_language=settings.default_language,
+                                  expiry_hours=settings.expiry_hours)
     for lang, locale in conversations.locales.items():
         if locale.problems or locale.missing:
             logging.getLogger("triagebot").warning(

@@ -75,6 +75,7 @@ class Conversations:
     token: str = ""  # signs deep-link payloads
     username: str = ""  # the bot's, for deep links (known after getMe)
     default_language: str = "en"  # for unknown Telegram languages, and for staff alerts
+    expiry_hours: float = 24.0  # an interview left unanswered this long is closed
     locales: dict[str, Locale] = field(default_factory=load_texts)
 
     def __post_init__(self) -> None:
@@ -166,16 +167,37 @@ class Conversations:
 
     # ------------------------------------------------------------------ decide
 
-    def decide(self, conv: Conversation, event: Event) -> Decision:
-        """What to do about one event; every text in the person's language."""
+    def decide(self, conv: Conversation, event: Event, now: float = 0.0) -> Decision:
+        """What to do about one event at `now` (Unix time; 0: no clock, nothing expires);
+        every text in the person's language."""
         if "lang" not in conv.extra and event.kind != "group":  # first contact: their app's
             lang = conv.session.language if conv.session is not None else \
                 self.pick_language(event.language)  # (a session from before languages: its)
             conv = replace(conv, extra={**conv.extra, "lang": lang})
+        expired = self._expired(conv, now) and event.kind not in ("group", "edited")
+        if expired:  # closed: whatever they sent starts a new check, after a notice
+            conv = replace(conv, session=None)
+        if now and event.kind != "group":
+            conv = replace(conv, extra={**conv.extra, "active_at": now})
         decision = self._decide(conv, event)
+        if expired:
+            lang = self.language_of(conv)
+            notice = self.texts_in(lang).expired.replace("{hours}", f"{self.expiry_hours:g}")
+            decision = replace(decision, calls=render.send(conv.key.chat_id, render.esc(notice))
+                               + decision.calls,
+                               records=[("event", {"kind": "expired",
+                                                   "source": conv.extra.get("source")}),
+                                        *decision.records])
         if is_right_to_left(self.language_of(decision.conversation)):
             decision = replace(decision, calls=render.right_to_left(decision.calls))
         return decision
+
+    def _expired(self, conv: Conversation, now: float) -> bool:
+        """An unfinished interview untouched for longer than the expiry."""
+        active_at = conv.extra.get("active_at")
+        return bool(now and self.expiry_hours and conv.session is not None
+                    and conv.session.status != "done" and isinstance(active_at, int | float)
+                    and now - active_at > self.expiry_hours * 3600)
 
     def _decide(self, conv: Conversation, event: Event) -> Decision:
         chat = conv.key.chat_id

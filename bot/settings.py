@@ -26,6 +26,7 @@ ENV_VARS = (
     "TRIAGEBOT_LOG_FORMAT", "TRIAGEBOT_BACKUP_DIR", "TRIAGEBOT_BACKUP_HOURS",
     "TRIAGEBOT_BACKUP_KEEP", "TRIAGEBOT_SEND_RATE", "TRIAGEBOT_CHAT_BURST",
     "TRIAGEBOT_EMERGENCY_NUMBERS", "TRIAGEBOT_DEFAULT_LANGUAGE", "TRIAGEBOT_MISSING_TRANSLATIONS",
+    "TRIAGEBOT_INTERVIEW_EXPIRY_HOURS",
 )
 LANGUAGE_CODE = re.compile(r"[a-z]{2,3}")
 
@@ -56,6 +57,7 @@ class Settings:
     emergency_numbers: tuple[tuple[str, str], ...] = ()  # (language, number) where it differs
     default_language: str = "en"  # when Telegram's language_code is not one the flow has
     allow_missing_translations: bool = False  # warn instead of refusing to start
+    expiry_hours: float = 24.0  # an unfinished interview idle this long is closed (0: never)
 
     def __repr__(self) -> str:  # the token and secret never reach a log
         return (f"Settings(mode={self.mode!r}, api_url={self.api_url!r}, db={str(self.db)!r}, "
@@ -123,6 +125,7 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
     backup_dir = env.get("TRIAGEBOT_BACKUP_DIR") or None
     send_rate = _number(env, "TRIAGEBOT_SEND_RATE", 30.0, 0.01, 1e6, "messages per second")
     chat_burst = int(_number(env, "TRIAGEBOT_CHAT_BURST", 3, 1, 1e6, "messages", whole=True))
+    expiry_hours = _number(env, "TRIAGEBOT_INTERVIEW_EXPIRY_HOURS", 24.0, 0, 24 * 365, "hours")
     return Settings(
         token=env.get("TELEGRAM_BOT_TOKEN") or None,
         api_url=env.get("TRIAGEBOT_API_URL", DEFAULT_API_URL).rstrip("/"),
@@ -148,6 +151,7 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         emergency_numbers=tuple(numbers),
         default_language=default_language,
         allow_missing_translations=missing == "warn",
+        expiry_hours=expiry_hours,
     )
 
 

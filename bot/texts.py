@@ -72,6 +72,8 @@ class BotTexts:
                      "them: follow the advice above.")
     button_back: str = "« Back"
     button_restart: str = "Start over"
+    expired: str = ("Your last check was left unanswered for more than {hours} hours, so I "
+                    "have closed it and its buttons no longer work. Let's start again.")
     language_prompt: str = "Which language shall I use?"
     language_saved: str = "OK: English from now on. Your answers so far are kept."
     cmd_start: str = "Begin a new check"

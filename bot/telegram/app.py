@@ -27,6 +27,7 @@ import signal
 import time
 import warnings
 from collections import Counter, OrderedDict, defaultdict
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import timedelta
 from typing import Any
@@ -164,12 +165,14 @@ def _for_webhook_reply(pending: list[Outgoing]) -> Outgoing | None:
 class TelegramBot:
     def __init__(self, settings: Settings, conversations: Conversations, store: SqliteStore,
                  *, poll_timeout: int = POLL_TIMEOUT, retry_base: float = 0.5,
-                 rate_limiter: AIORateLimiter | None = None, pacer: ChatPacer | None = None):
+                 rate_limiter: AIORateLimiter | None = None, pacer: ChatPacer | None = None,
+                 clock: Callable[[], float] = time.time):
         self.settings = settings
         self.conversations = conversations
         self.store = store
         self.poll_timeout = poll_timeout
         self.retry_base = retry_base
+        self.clock = clock  # wall time for expiry and check-ins; tests move it by hand
         self.locks = KeyedLocks()
         # written with the person's next update (see SqliteStore.update), or when idle:
         self.sent_ids: dict[int, tuple[int, ...]] = {}  # user -> outbox ids Telegram accepted
@@ -287,7 +290,7 @@ class TelegramBot:
                         conv = tx.conversation
                         if conv.blocked:  # they wrote to us again, so they unblocked the bot
                             conv = replace(conv, blocked=False)
-                        decision = self.conversations.decide(conv, event)
+                        decision = self.conversations.decide(conv, event, self.clock())
                         tx.save(decision.conversation, decision.log, decision.calls,
                                 decision.records)
             except BaseException:  # rolled back: keep the bookkeeping for the next try
