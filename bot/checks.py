@@ -15,10 +15,13 @@ from bot.flow import Node, Rule
 Found = list[tuple[tuple, str, str]]
 
 
-def graph(nodes: dict[str, Node], start: str) -> Found:
-    """Unreachable nodes, and nodes from which no outcome can be reached."""
+def graph(nodes: dict[str, Node], start: str, *more_starts: str) -> Found:
+    """Unreachable nodes (from `start` or any of `more_starts`), and nodes from which no
+    outcome can be reached."""
     found: Found = []
-    reachable = _reach(start, lambda n: nodes[n].targets() if n in nodes else ())
+    reachable: set[str] = set()
+    for root in (start, *more_starts):
+        reachable |= _reach(root, lambda n: nodes[n].targets() if n in nodes else ())
     for nid in nodes:
         if nid not in reachable:
             found.append((("nodes", nid), f"node '{nid}' can never be reached",

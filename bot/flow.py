@@ -159,6 +159,7 @@ class Flow:
     labels: Mapping[str, Text]
     levels: Mapping[Level, LevelText]
     texts: Mapping[str, Text]
+    followup: str | None = None  # first node of the check-in interview, if the flow has one
 
     def text(self, key: str, lang: str) -> str:
         return self.texts[key].get(lang)
@@ -174,3 +175,6 @@ REQUIRED_TEXTS = (
     "clarify_not_sure", "item_question", "raised_urgent", "back_confirm", "back_done",
     "back_nothing", "restarted", "finished", "stale", "child_note",
 )
+# ...and these when the flow has a check-in (`followup:`)
+FOLLOWUP_TEXTS = ("followup_question", "followup_better", "followup_same", "followup_worse",
+                  "followup_recheck")

@@ -22,6 +22,7 @@ from bot import conditions as cond
 from bot.errors import FlowError, Problem
 from bot.findings import Kind, Value, Vocabulary, bundled_vocabulary
 from bot.flow import (
+    FOLLOWUP_TEXTS,
     LEVEL_IDS,
     QUESTION_TYPES,
     REQUIRED_TEXTS,
@@ -49,7 +50,8 @@ RULE_PREFIX = {Level.EMERGENCY: "em-", Level.URGENT: "ur-", Level.ROUTINE: "ro-"
                Level.SELF_CARE: "sc-"}
 
 TOP_KEYS = {"flow", "version", "title", "languages", "start", "terms", "links", "labels",
-            "rules", "levels", "texts", "nodes"}
+            "rules", "levels", "texts", "nodes", "followup"}
+USE_KEYS = {"use", "next", "ask_if"}  # a node that asks another node's question again
 NODE_KEYS = {
     "info": {"type", "text", "next"},
     "yes_no": {"type", "text", "asks", "next", "ask_if", "otherwise", "explain"},
@@ -231,6 +233,7 @@ class _Builder:
         if nodes and start not in nodes:
             self.problem(("start",), f"start node '{start}' does not exist",
                          _did_you_mean(start, nodes, "name the first node of the interview"))
+        followup = self.followup(data.get("followup"), nodes)
         asked = {f for n in nodes.values() for f in n.asks}
         for finding in sorted(asked):
             if finding not in labels:
@@ -239,7 +242,7 @@ class _Builder:
                              "'because you told me')")
         found = []
         if nodes and start in nodes and not self.dangling:  # else every later node looks lost
-            found += checks.graph(nodes, start)
+            found += checks.graph(nodes, start, *([followup] if followup else []))
         found += checks.dead_conditions(self.voc, rules, nodes, asked)
         for path, what, fix in found:
             self.problem(path, what, fix)
@@ -251,8 +254,25 @@ class _Builder:
             languages=(*self.languages, *(t for t in self.translated if t not in self.languages)),
             start=start, vocabulary=self.voc, terms=frozen(terms),
             rules=rules, nodes=frozen(nodes), links=frozen(links), labels=frozen(labels),
-            levels=frozen(levels), texts=frozen(texts),
+            levels=frozen(levels), texts=frozen(texts), followup=followup,
         )
+
+    def followup(self, spec: Any, nodes: dict[str, Node]) -> str | None:
+        """`followup: {start: node}`: where a check-in interview begins (optional)."""
+        if spec is None:
+            return None
+        spec = self.mapping(spec, ("followup",), "followup")
+        self.keys(spec, {"start"}, ("followup",), ("start",))
+        start = spec.get("start")
+        if start not in nodes:
+            self.problem(("followup", "start"), f"follow-up start node '{start}' does not exist",
+                         _did_you_mean(str(start), nodes, "name the check-in's first question"))
+            return None
+        for key in FOLLOWUP_TEXTS:
+            if key not in self.src.data.get("texts", {}):
+                self.problem(("texts",), f"missing text '{key}' (a flow with `followup:` asks "
+                             "better, same or worse first)", f"add `{key}: {{en: \"...\"}}`")
+        return str(start)
 
     def terms(self, data: dict) -> dict[str, Condition]:
         trees: dict[str, cond.Expr] = {}
@@ -378,7 +398,7 @@ class _Builder:
             if key not in data:
                 self.problem(("texts",), f"missing text '{key}'", f"add `{key}: {{en: \"...\"}}`")
         for key in data:
-            if key not in REQUIRED_TEXTS:
+            if key not in REQUIRED_TEXTS and key not in FOLLOWUP_TEXTS:
                 self.problem(("texts", key), f"unknown text '{key}'",
                              _did_you_mean(key, REQUIRED_TEXTS, "remove it"))
         return out
@@ -388,7 +408,8 @@ class _Builder:
     def nodes(self, data: dict, links: dict[str, Link]) -> dict[str, Node]:
         built = {}
         for nid, spec in data.items():
-            node = self.node(str(nid), self.mapping(spec, ("nodes", nid), "a node"), links)
+            spec = self.used(str(nid), self.mapping(spec, ("nodes", nid), "a node"), data)
+            node = self.node(str(nid), spec, links)
             if node:
                 built[str(nid)] = node
         self.dangling = False
@@ -402,6 +423,22 @@ class _Builder:
                     self.problem(path, f"unknown node '{branch.goto}'",
                                  _did_you_mean(branch.goto, data, "name an existing node"))
         return built
+
+    def used(self, nid: str, spec: dict, data: dict) -> dict:
+        """`use: other_node` asks that node's question again (its text, answers and
+        translations) with this node's own `next`: the check-in asks red-flag
+        questions of the first interview without copying them."""
+        if "use" not in spec:
+            return spec
+        path: YPath = ("nodes", nid)
+        self.keys(spec, USE_KEYS, path, ("use", "next"))
+        other = data.get(spec["use"])
+        if not isinstance(other, dict) or "use" in other or other.get("type") == "outcome":
+            self.problem((*path, "use"), f"'{spec['use']}' is not a question node to reuse",
+                         _did_you_mean(str(spec["use"]), data, "name a question node"))
+            return {"type": "info", "text": {"en": "?"}, "next": spec.get("next")}
+        return {**{k: v for k, v in other.items() if k not in ("next", "ask_if")},
+                **{k: v for k, v in spec.items() if k != "use"}}
 
     def node(self, nid: str, spec: dict, links: dict[str, Link]) -> Node | None:
         path: YPath = ("nodes", nid)
