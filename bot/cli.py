@@ -288,7 +288,9 @@ def cmd_run(args: argparse.Namespace) -> int:
                                   staff_chat=settings.staff_chat,
                                   staff_chats=dict(settings.staff_chats),
                                   default_language=settings.default_language,
-                                  expiry_hours=settings.expiry_hours)
+                                  expiry_hours=settings.expiry_hours,
+                                  checkins=settings.checkins, timezone=settings.timezone,
+                                  checkin_stale_hours=settings.checkin_stale_hours)
     for lang, locale in conversations.locales.items():
         if locale.problems or locale.missing:
             logging.getLogger("triagebot").warning(

@@ -9,7 +9,9 @@ id, so the new state and the calls are committed before anything is sent.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from bot import deeplink
 from bot.engine import Engine
@@ -27,7 +29,7 @@ from bot.session import (
     Start,
     Typed,
 )
-from bot.store import Conversation
+from bot.store import Conversation, Scheduled
 from bot.telegram import render
 from bot.telegram.render import Button, Call
 from bot.texts import BotTexts, Locale, is_right_to_left, load_texts
@@ -76,6 +78,9 @@ class Conversations:
     username: str = ""  # the bot's, for deep links (known after getMe)
     default_language: str = "en"  # for unknown Telegram languages, and for staff alerts
     expiry_hours: float = 24.0  # an interview left unanswered this long is closed
+    checkins: bool = False  # offer a check-in after a non-emergency outcome (settings: on)
+    timezone: str = "UTC"  # for "tomorrow morning"
+    checkin_stale_hours: float = 12.0  # a check-in this late (the bot was down) is dropped
     locales: dict[str, Locale] = field(default_factory=load_texts)
 
     def __post_init__(self) -> None:
@@ -179,7 +184,7 @@ class Conversations:
             conv = replace(conv, session=None)
         if now and event.kind != "group":
             conv = replace(conv, extra={**conv.extra, "active_at": now})
-        decision = self._decide(conv, event)
+        decision = self._decide(conv, event, now)
         if expired:
             lang = self.language_of(conv)
             notice = self.texts_in(lang).expired.replace("{hours}", f"{self.expiry_hours:g}")
@@ -199,7 +204,7 @@ class Conversations:
                     and conv.session.status != "done" and isinstance(active_at, int | float)
                     and now - active_at > self.expiry_hours * 3600)
 
-    def _decide(self, conv: Conversation, event: Event) -> Decision:
+    def _decide(self, conv: Conversation, event: Event, now: float = 0.0) -> Decision:
         chat = conv.key.chat_id
         session = conv.session
         lang = self.language_of(conv)
@@ -219,7 +224,7 @@ class Conversations:
             if event.button is None:  # not one of our buttons (or its data was lost)
                 decision = self._remind(conv, tx.stale)
                 return replace(decision, toast=tx.stale)
-            return self._button(conv, event)
+            return self._button(conv, event, now)
         if event.kind == "other" or (event.kind == "text" and len(event.text) > MAX_TYPED):
             notice = tx.not_text if event.kind == "other" else tx.too_long
             return self._remind(conv, notice)
@@ -262,13 +267,17 @@ class Conversations:
             return Decision(conv, (), render.send(chat, render.esc(tx.forget_confirm), markup))
         return Decision(conv, (), render.send(chat, render.esc(self.say(tx.help, lang))))
 
-    def _button(self, conv: Conversation, event: Event) -> Decision:
+    def _button(self, conv: Conversation, event: Event, now: float = 0.0) -> Decision:
         button, session = event.button, conv.session
         assert button is not None
         chat, lang = conv.key.chat_id, self.language_of(conv)
         tx = self.texts_in(lang)
         if button.node == "_" and button.option.startswith("lang_"):
             return self._switch_language(conv, event, button.option.removeprefix("lang_"))
+        if button.node == "_" and button.option.startswith("checkin_"):
+            return self._checkin_choice(conv, event, button.option, now)
+        if button.node == "_" and button.option.startswith("fu_"):
+            return self._followup_answer(conv, event, button)
         if button.node == "_" and button.option.startswith("consent_"):
             value = button.option.removeprefix("consent_")
             if value not in CONSENTS:
@@ -318,6 +327,102 @@ class Conversations:
             inp = Pick(button.node, button.option, button.item)
         return self._run(conv, inp, pressed=event, shown=ask)
 
+    # ------------------------------------------------------------------ check-ins
+
+    def _checkin_offer(self, conv: Conversation, interview: int) -> list[Call]:
+        tx = self.texts_in(self.language_of(conv))
+        markup = render.keyboard([[(label, render.encode(interview, "_", -1, option))]
+                                  for label, option in ((tx.checkin_6h, "checkin_6h"),
+                                                        (tx.checkin_morning, "checkin_morning"),
+                                                        (tx.checkin_no, "checkin_no"))])
+        return render.send(conv.key.chat_id, render.esc(tx.checkin_offer), markup)
+
+    def checkin_time(self, option: str, now: float) -> float:
+        """When a check-in chosen at `now` falls due: in 6 hours, or the first 09:00 in the
+        deployment's time zone at least 6 hours away ("tomorrow morning", even at 1 a.m.)."""
+        if option == "checkin_6h":
+            return now + 6 * 3600
+        zone = ZoneInfo(self.timezone)
+        earliest = datetime.fromtimestamp(now + 6 * 3600, zone)
+        morning = earliest.replace(hour=9, minute=0, second=0, microsecond=0)
+        if morning < earliest:
+            morning += timedelta(days=1)
+        return morning.timestamp()
+
+    def local_time(self, when: float) -> str:
+        zone = ZoneInfo(self.timezone)
+        return datetime.fromtimestamp(when, zone).strftime("%Y-%m-%d %H:%M ") + self.timezone
+
+    def _checkin_choice(self, conv: Conversation, event: Event, option: str,
+                        now: float) -> Decision:
+        """The person chose when (or whether) to be checked on, or cancelled it."""
+        chat, lang = conv.key.chat_id, self.language_of(conv)
+        tx = self.texts_in(lang)
+        button = event.button
+        assert button is not None
+        labels = {"checkin_6h": tx.checkin_6h, "checkin_morning": tx.checkin_morning,
+                  "checkin_no": tx.checkin_no, "checkin_cancel": tx.checkin_cancel}
+        calls = [render.answered(chat, event.message_id, event.message_text,
+                                 labels.get(option, option))] if event.message_id else []
+        if option == "checkin_cancel":
+            return Decision(conv, (), calls + render.send(chat, render.esc(tx.checkin_cancelled)),
+                            records=[("unschedule", {"kind": "checkin"})])
+        if option == "checkin_no" or not now or button.interview != conv.interview:
+            return Decision(conv, (), calls + render.send(chat, render.esc(tx.checkin_none)))
+        due = self.checkin_time(option, now)
+        markup = render.keyboard([[(tx.checkin_cancel,
+                                    render.encode(conv.interview, "_", -1, "checkin_cancel"))]])
+        text = tx.checkin_set.replace("{time}", self.local_time(due))
+        return Decision(conv, (), calls + render.send(chat, render.esc(text), markup),
+                        records=[("schedule", {"kind": "checkin", "due_at": due,
+                                               "interview": conv.interview})])
+
+    def due(self, conv: Conversation, item: Scheduled, now: float) -> Decision:
+        """A scheduled check-in has come: ask better, same or worse; or, if the person
+        has started another check meanwhile, skip it; or, if it is too late to be useful
+        (the bot was down), say so. Each way marks it done, once."""
+        chat, lang = conv.key.chat_id, self.language_of(conv)
+        tx = self.texts_in(lang)
+        done = ("scheduled_done", {"id": item.id, "status": "sent"})
+        flow = self.engine.flow
+        session = conv.session
+        moved_on = session is None or conv.interview != item.interview or \
+            session.status != "done" or flow.followup is None
+        if moved_on or conv.blocked:
+            return Decision(conv, (), [], records=[("scheduled_done", {"id": item.id,
+                                                                        "status": "skipped"})])
+        if self.checkin_stale_hours and now - item.due_at > self.checkin_stale_hours * 3600:
+            text = tx.checkin_missed.replace("{time}", self.local_time(item.due_at))
+            return Decision(conv, (), render.send(chat, render.esc(text)),
+                            records=[("scheduled_done", {"id": item.id, "status": "dropped"})])
+        markup = render.keyboard([[(flow.text(key, lang), render.encode(
+            conv.interview, "_", -1, key.replace("followup_", "fu_")))]
+            for key in ("followup_better", "followup_same", "followup_worse")])
+        calls = render.send(chat, render.esc(flow.text("followup_question", lang)), markup)
+        if is_right_to_left(lang):
+            calls = render.right_to_left(calls)
+        return Decision(conv, (), calls, records=[done, ("event", {
+            "kind": "checkin", "source": conv.extra.get("source")})])
+
+    def _followup_answer(self, conv: Conversation, event: Event, button: Button) -> Decision:
+        """Better or the same: the red-flag questions again; worse: the whole interview."""
+        chat, lang = conv.key.chat_id, self.language_of(conv)
+        flow = self.engine.flow
+        session = conv.session
+        if session is None or button.interview != conv.interview or session.status != "done":
+            return self._remind(conv, self.texts_in(lang).stale) if session else \
+                self._begin(conv)
+        option = button.option.replace("fu_", "followup_")
+        calls = [render.answered(chat, event.message_id, event.message_text,
+                                 flow.text(option, lang))] if event.message_id else []
+        if option == "followup_worse":
+            decision = self._run(conv, Start(), new_interview=True)
+            notice = render.send(chat, render.esc(flow.text("followup_recheck", lang)))
+        else:
+            decision = self._run(conv, Start(), new_interview=True, followup=True)
+            notice = []
+        return replace(decision, calls=calls + notice + decision.calls)
+
     def _switch_language(self, conv: Conversation, event: Event, lang: str) -> Decision:
         """Speak `lang` from now on; mid-interview, keep every answer and ask the current
         question again in it."""
@@ -349,11 +454,14 @@ class Conversations:
         return Decision(conv, (), calls)
 
     def _run(self, conv: Conversation, inp: Input, new_interview: bool = False,
-             pressed: Event | None = None, shown: Ask | None = None) -> Decision:
+             pressed: Event | None = None, shown: Ask | None = None,
+             followup: bool = False) -> Decision:
         """Feed the engine; turn its replies into calls; keep the chat a readable record."""
         chat, lang = conv.key.chat_id, self.language_of(conv)
         old: Session | None = conv.session
-        if old is None or isinstance(inp, Start):
+        if followup and old is not None:
+            step = self.engine.start_followup(old, lang)
+        elif old is None or isinstance(inp, Start):
             step = self.engine.start(lang)
         else:
             step = self.engine.handle(old, inp)
@@ -393,6 +501,8 @@ class Conversations:
                 records.append(("alert", alert))
                 conv = replace(conv, extra={**conv.extra, "alerted": {
                     "interview": interview, "level": outcome.level.id}})
+            if self.checkins and self.engine.flow.followup and outcome.level < Level.EMERGENCY:
+                calls += self._checkin_offer(conv, interview)
         return Decision(conv, log, calls, records=records)
 
     def _alert(self, conv: Conversation, outcome: Outcome) -> dict | None:

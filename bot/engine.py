@@ -117,6 +117,22 @@ class Engine:
         session = self._enter(session, self.flow.start, replies)
         return Step(session, tuple(replies))
 
+    def start_followup(self, earlier: Session, language: str | None = None) -> Step:
+        """A check-in: the flow's `followup` questions, with the earlier interview's
+        answers kept (age, sex, background...) so that every rule still applies to the
+        whole picture; a new answer replaces the earlier one for its finding."""
+        if self.flow.followup is None or (earlier.flow_id, earlier.flow_version) != \
+                (self.flow.id, self.flow.version):
+            return self.start(language or earlier.language)  # nothing to build on: afresh
+        lang = language if language in self.flow.languages else earlier.language
+        carried = tuple(replace(a, how="carried") for a in earlier.answers)
+        fired = tuple(r.id for r in rulebook.fired(self.flow, self._values(carried)))
+        session = Session(self.flow.id, self.flow.version, lang, answers=carried, fired=fired,
+                          floor=earlier.level)
+        replies: list[Reply] = []
+        session = self._enter(session, self.flow.followup, replies)
+        return Step(session, tuple(replies))
+
     def handle(self, s: Session, inp: Input) -> Step:
         replies: list[Reply] = []
         if isinstance(inp, Start):
@@ -503,6 +519,8 @@ class Engine:
 
     def _finish(self, s: Session, node: Node | None, fired: tuple[Rule, ...], values: dict,
                 out: list[Reply], floor: Level = Level.SELF_CARE) -> Session:
+        if s.floor:  # a check-in never says less than the advice it follows up
+            floor = max(floor, Level.parse(s.floor))
         level = rulebook.highest((r.level for r in fired),
                                  max(floor, node.level if node and node.level else floor))
         out.append(self._outcome(s, level, node, fired, values))

@@ -21,7 +21,8 @@ from bot.flow import Level
 class Answer:
     """A finding's value and how it was learned.
 
-    how: "answered" (the person said it), "assumed" (question skipped by
+    how: "answered" (the person said it), "carried" (said in the interview before a
+    check-in), "assumed" (question skipped by
     `ask_if`; the flow's `otherwise`), "unsure" ("not sure", recorded as
     absent), "unsure_present" ("not sure" twice on an emergency question,
     recorded as present, RED-FLAGS.md 1.7).
@@ -68,6 +69,7 @@ class Session:
     announced: tuple[str, ...] = ()  # rules whose escalation message was shown
     level: str | None = None  # the final level, once done
     log: tuple[LogEntry, ...] = ()
+    floor: str | None = None  # a check-in: the earlier outcome's level, which it never lowers
 
     def evolve(self, **changes: Any) -> Session:
         """A copy with some fields changed (dataclasses.replace, without its overhead:

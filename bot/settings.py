@@ -11,6 +11,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from bot.errors import SettingsError
 
@@ -26,7 +27,8 @@ ENV_VARS = (
     "TRIAGEBOT_LOG_FORMAT", "TRIAGEBOT_BACKUP_DIR", "TRIAGEBOT_BACKUP_HOURS",
     "TRIAGEBOT_BACKUP_KEEP", "TRIAGEBOT_SEND_RATE", "TRIAGEBOT_CHAT_BURST",
     "TRIAGEBOT_EMERGENCY_NUMBERS", "TRIAGEBOT_DEFAULT_LANGUAGE", "TRIAGEBOT_MISSING_TRANSLATIONS",
-    "TRIAGEBOT_INTERVIEW_EXPIRY_HOURS",
+    "TRIAGEBOT_INTERVIEW_EXPIRY_HOURS", "TRIAGEBOT_CHECKINS", "TRIAGEBOT_TIMEZONE",
+    "TRIAGEBOT_CHECKIN_STALE_HOURS",
 )
 LANGUAGE_CODE = re.compile(r"[a-z]{2,3}")
 
@@ -58,6 +60,9 @@ class Settings:
     default_language: str = "en"  # when Telegram's language_code is not one the flow has
     allow_missing_translations: bool = False  # warn instead of refusing to start
     expiry_hours: float = 24.0  # an unfinished interview idle this long is closed (0: never)
+    checkins: bool = True  # offer a check-in after a non-emergency outcome
+    timezone: str = "UTC"  # IANA name, for "tomorrow morning"
+    checkin_stale_hours: float = 12.0  # a check-in due this long ago (bot down) is dropped
 
     def __repr__(self) -> str:  # the token and secret never reach a log
         return (f"Settings(mode={self.mode!r}, api_url={self.api_url!r}, db={str(self.db)!r}, "
@@ -126,6 +131,16 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
     send_rate = _number(env, "TRIAGEBOT_SEND_RATE", 30.0, 0.01, 1e6, "messages per second")
     chat_burst = int(_number(env, "TRIAGEBOT_CHAT_BURST", 3, 1, 1e6, "messages", whole=True))
     expiry_hours = _number(env, "TRIAGEBOT_INTERVIEW_EXPIRY_HOURS", 24.0, 0, 24 * 365, "hours")
+    checkins = env.get("TRIAGEBOT_CHECKINS", "on").strip().lower()
+    if checkins not in ("on", "off"):
+        raise SettingsError(f"TRIAGEBOT_CHECKINS={checkins!r}: use on or off")
+    timezone = env.get("TRIAGEBOT_TIMEZONE", "UTC").strip()
+    try:
+        ZoneInfo(timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise SettingsError(f"TRIAGEBOT_TIMEZONE={timezone!r} is not a time zone: use an IANA "
+                            "name such as Europe/London, America/Mexico_City or UTC") from None
+    stale = _number(env, "TRIAGEBOT_CHECKIN_STALE_HOURS", 12.0, 0, 24 * 365, "hours")
     return Settings(
         token=env.get("TELEGRAM_BOT_TOKEN") or None,
         api_url=env.get("TRIAGEBOT_API_URL", DEFAULT_API_URL).rstrip("/"),
@@ -152,6 +167,9 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         default_language=default_language,
         allow_missing_translations=missing == "warn",
         expiry_hours=expiry_hours,
+        checkins=checkins == "on",
+        timezone=timezone,
+        checkin_stale_hours=stale,
     )
 
 

@@ -74,6 +74,18 @@ class BotTexts:
     button_restart: str = "Start over"
     expired: str = ("Your last check was left unanswered for more than {hours} hours, so I "
                     "have closed it and its buttons no longer work. Let's start again.")
+    checkin_offer: str = ("Back pain with fever can change over hours. Shall I check on you "
+                          "later?")
+    checkin_6h: str = "In 6 hours"
+    checkin_morning: str = "Tomorrow morning"
+    checkin_no: str = "No, thanks"
+    checkin_set: str = ("I will check on you at {time}. If you get worse before then, do not "
+                        "wait for me: follow the advice above.")
+    checkin_cancel: str = "Cancel the check-in"
+    checkin_cancelled: str = "OK, I will not check on you."
+    checkin_none: str = "OK. Send /start any time to check again."
+    checkin_missed: str = ("I could not check on you at {time} as planned. If you are not "
+                           "better, or are worse, send /start to check again now.")
     language_prompt: str = "Which language shall I use?"
     language_saved: str = "OK: English from now on. Your answers so far are kept."
     cmd_start: str = "Begin a new check"

@@ -44,6 +44,17 @@ class Outgoing:
     params: dict[str, Any]
 
 
+@dataclass(frozen=True, slots=True)
+class Scheduled:
+    """A check-in (or reminder) due at a time (UTC, Unix seconds), for one interview."""
+
+    id: int
+    key: Key
+    kind: str  # checkin | nudge
+    due_at: float
+    interview: int
+
+
 class Transaction(Protocol):
     duplicate: bool  # this update id was already handled: change nothing
     conversation: Conversation

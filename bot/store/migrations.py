@@ -77,4 +77,20 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX alerts_user ON alerts (user_id);
     """,
+    # 3: check-ins (and reminders) scheduled for a person, in UTC
+    """
+    CREATE TABLE schedule (
+        id INTEGER PRIMARY KEY,
+        chat_id INTEGER NOT NULL,
+        user_id INTEGER NOT NULL,
+        kind TEXT NOT NULL,
+        due_at REAL NOT NULL,
+        interview INTEGER NOT NULL,
+        status TEXT NOT NULL DEFAULT 'pending',
+        created_at REAL NOT NULL,
+        done_at REAL
+    );
+    CREATE INDEX schedule_due ON schedule (status, due_at);
+    CREATE INDEX schedule_user ON schedule (user_id);
+    """,
 ]

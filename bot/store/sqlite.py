@@ -15,7 +15,7 @@ from typing import Any
 import aiosqlite
 
 from bot.session import LogEntry
-from bot.store import Conversation, Key, Outgoing, codec
+from bot.store import Conversation, Key, Outgoing, Scheduled, codec
 from bot.store.migrations import MIGRATIONS
 
 PROCESSED_KEEP_SECONDS = 2 * 24 * 3600  # Telegram gives up redelivering well before this
@@ -256,7 +256,26 @@ class SqliteStore:
 
     async def _record(self, key: Key, kind: str, data: dict[str, Any], now: float) -> None:
         assert self.db is not None
-        if kind == "event":  # anonymous: no user id, for statistics and export
+        if kind == "schedule":  # a check-in or reminder; replaces pending ones of its kind
+            await self.db.execute(
+                "UPDATE schedule SET status = 'replaced', done_at = ? WHERE user_id = ? AND"
+                " chat_id = ? AND kind = ? AND status = 'pending'",
+                (now, key.user_id, key.chat_id, data["kind"]))
+            await self.db.execute(
+                "INSERT INTO schedule (chat_id, user_id, kind, due_at, interview, created_at)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (key.chat_id, key.user_id, data["kind"], data["due_at"], data["interview"], now))
+        elif kind == "unschedule":  # cancelled by the person, or no longer wanted
+            await self.db.execute(
+                "UPDATE schedule SET status = 'cancelled', done_at = ? WHERE user_id = ? AND"
+                " chat_id = ? AND status = 'pending'" + (" AND kind = ?" if data.get("kind")
+                                                         else ""),
+                (now, key.user_id, key.chat_id, *((data["kind"],) if data.get("kind") else ())))
+        elif kind == "scheduled_done":  # claimed: sent, or dropped because too late
+            await self.db.execute(
+                "UPDATE schedule SET status = ?, done_at = ? WHERE id = ? AND status = 'pending'",
+                (data["status"], now, data["id"]))
+        elif kind == "event":  # anonymous: no user id, for statistics and export
             await self.db.execute(
                 "INSERT INTO events (at, kind, source, level, rules, questions)"
                 " VALUES (?, ?, ?, ?, ?, ?)",
@@ -274,6 +293,23 @@ class SqliteStore:
             await self.db.execute(
                 "INSERT INTO outbox (chat_id, user_id, method, params) VALUES (?, ?, ?, ?)",
                 (data["staff_chat"], key.user_id, "sendMessage", json.dumps(params)))
+
+    async def due(self, now: float, limit: int = 100) -> list[Scheduled]:
+        """Pending check-ins and reminders whose time has come, oldest first."""
+        assert self.reader is not None
+        rows = await self.reader.execute_fetchall(
+            "SELECT id, chat_id, user_id, kind, due_at, interview FROM schedule"
+            " WHERE status = 'pending' AND due_at <= ? ORDER BY due_at LIMIT ?", (now, limit))
+        return [Scheduled(r[0], Key(r[1], r[2]), r[3], r[4], r[5]) for r in rows]
+
+    async def scheduled(self, key: Key) -> list[Scheduled]:
+        """This person's pending check-ins and reminders."""
+        assert self.reader is not None
+        rows = await self.reader.execute_fetchall(
+            "SELECT id, chat_id, user_id, kind, due_at, interview FROM schedule"
+            " WHERE status = 'pending' AND user_id = ? AND chat_id = ? ORDER BY due_at",
+            (key.user_id, key.chat_id))
+        return [Scheduled(r[0], Key(r[1], r[2]), r[3], r[4], r[5]) for r in rows]
 
     async def pending(self, key: Key | None = None) -> list[Outgoing]:
         """Calls committed but not yet made, oldest first (for one conversation or all)."""
@@ -304,7 +340,7 @@ class SqliteStore:
             assert self.db is not None
             await self.db.execute("BEGIN IMMEDIATE")
             total = 0
-            for table in ("conversations", "answer_log", "outbox", "alerts"):
+            for table in ("conversations", "answer_log", "outbox", "alerts", "schedule"):
                 cur = await self.db.execute(f"DELETE FROM {table} WHERE user_id = ?", (user_id,))
                 total += cur.rowcount
             await self.db.execute("COMMIT")

@@ -494,6 +494,47 @@ class TelegramBot:
         log.warning("%s failed %d times; kept in the outbox", method, SEND_ATTEMPTS)
         return None
 
+    # ------------------------------------------------------------ check-ins
+
+    async def run_due(self) -> int:
+        """Send every check-in whose time has come (also those that fell due while the bot
+        was down), each once: it is claimed in the same commit as its message, under the
+        person's lock, and its message leaves the outbox as soon as Telegram took it."""
+        now, handled = self.clock(), 0
+        for item in await self.store.due(now):
+            async with self.locks(item.key):
+                if item.id not in {s.id for s in await self.store.scheduled(item.key)}:
+                    continue  # handled meanwhile (cancelled, or claimed)
+                sent = self.sent_ids.pop(item.key.user_id, ())
+                question = self.questions.pop(item.key, None)
+                try:
+                    async with self.store.update(None, item.key, sent, question) as tx:
+                        decision = self.conversations.due(tx.conversation, item, now)
+                        tx.save(decision.conversation, decision.log, decision.calls,
+                                decision.records)
+                except BaseException:  # not committed: keep the bookkeeping for later
+                    self.sent_ids[item.key.user_id] = (*sent,
+                                                       *self.sent_ids.get(item.key.user_id, ()))
+                    if question is not None:
+                        self.questions.setdefault(item.key, question)
+                    raise
+                self._count(decision.records)
+                await self.flush(item.key)
+            handled += 1
+        if handled:
+            await self.settle()  # sent check-ins leave the outbox now, not with a later update
+        return handled
+
+    async def schedule_loop(self, every: float = 20) -> None:
+        """Check for due check-ins every `every` seconds (first at once)."""
+        while not self.stopping.is_set():
+            try:
+                await self.run_due()
+            except Exception as exc:  # never content in the log
+                log.error("check-ins failed: %s", type(exc).__name__)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self.stopping.wait(), every)
+
     # ------------------------------------------------------------ polling
 
     async def poll(self) -> None:
@@ -647,7 +688,7 @@ async def run(bot: TelegramBot) -> None:
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, bot.stopping.set)
     await bot.start()
-    tasks = [asyncio.create_task(bot.housekeeping())]
+    tasks = [asyncio.create_task(bot.housekeeping()), asyncio.create_task(bot.schedule_loop())]
     runner = web.AppRunner(bot.webhook_app(), access_log=None)
     try:
         await runner.setup()
