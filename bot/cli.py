@@ -290,7 +290,8 @@ def cmd_run(args: argparse.Namespace) -> int:
                                   default_language=settings.default_language,
                                   expiry_hours=settings.expiry_hours,
                                   checkins=settings.checkins, timezone=settings.timezone,
-                                  checkin_stale_hours=settings.checkin_stale_hours)
+                                  checkin_stale_hours=settings.checkin_stale_hours,
+                                  nudge_hours=settings.nudge_hours)
     for lang, locale in conversations.locales.items():
         if locale.problems or locale.missing:
             logging.getLogger("triagebot").warning(

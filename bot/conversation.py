@@ -81,6 +81,7 @@ class Conversations:
     checkins: bool = False  # offer a check-in after a non-emergency outcome (settings: on)
     timezone: str = "UTC"  # for "tomorrow morning"
     checkin_stale_hours: float = 12.0  # a check-in this late (the bot was down) is dropped
+    nudge_hours: float = 0.0  # remind once after this long idle mid-interview (0: never)
     locales: dict[str, Locale] = field(default_factory=load_texts)
 
     def __post_init__(self) -> None:
@@ -185,6 +186,11 @@ class Conversations:
         if now and event.kind != "group":
             conv = replace(conv, extra={**conv.extra, "active_at": now})
         decision = self._decide(conv, event, now)
+        after = decision.conversation.session
+        if self.nudge_hours and now and after is not None and after.status != "done":
+            decision = replace(decision, records=[*decision.records, ("schedule", {
+                "kind": "nudge", "due_at": now + self.nudge_hours * 3600,
+                "interview": decision.conversation.interview})])  # replaces the pending one
         if expired:
             lang = self.language_of(conv)
             notice = self.texts_in(lang).expired.replace("{hours}", f"{self.expiry_hours:g}")
@@ -386,6 +392,16 @@ class Conversations:
         done = ("scheduled_done", {"id": item.id, "status": "sent"})
         flow = self.engine.flow
         session = conv.session
+        if item.kind == "nudge":  # still mid-interview and quiet since: remind once
+            idle = now - conv.extra.get("active_at", now) >= self.nudge_hours * 3600 * 0.99
+            if session is None or session.status == "done" or \
+                    conv.interview != item.interview or not idle or conv.blocked:
+                return Decision(conv, (), [], records=[("scheduled_done", {
+                    "id": item.id, "status": "skipped"})])
+            decision = self._remind(conv, tx.nudge)
+            calls = render.right_to_left(decision.calls) if is_right_to_left(lang) \
+                else decision.calls
+            return replace(decision, calls=calls, records=[done])
         moved_on = session is None or conv.interview != item.interview or \
             session.status != "done" or flow.followup is None
         if moved_on or conv.blocked:

@@ -28,7 +28,7 @@ ENV_VARS = (
     "TRIAGEBOT_BACKUP_KEEP", "TRIAGEBOT_SEND_RATE", "TRIAGEBOT_CHAT_BURST",
     "TRIAGEBOT_EMERGENCY_NUMBERS", "TRIAGEBOT_DEFAULT_LANGUAGE", "TRIAGEBOT_MISSING_TRANSLATIONS",
     "TRIAGEBOT_INTERVIEW_EXPIRY_HOURS", "TRIAGEBOT_CHECKINS", "TRIAGEBOT_TIMEZONE",
-    "TRIAGEBOT_CHECKIN_STALE_HOURS",
+    "TRIAGEBOT_CHECKIN_STALE_HOURS", "TRIAGEBOT_NUDGE_HOURS",
 )
 LANGUAGE_CODE = re.compile(r"[a-z]{2,3}")
 
@@ -63,6 +63,7 @@ class Settings:
     checkins: bool = True  # offer a check-in after a non-emergency outcome
     timezone: str = "UTC"  # IANA name, for "tomorrow morning"
     checkin_stale_hours: float = 12.0  # a check-in due this long ago (bot down) is dropped
+    nudge_hours: float = 0.0  # one reminder after this long idle mid-interview (0: off)
 
     def __repr__(self) -> str:  # the token and secret never reach a log
         return (f"Settings(mode={self.mode!r}, api_url={self.api_url!r}, db={str(self.db)!r}, "
@@ -141,6 +142,7 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         raise SettingsError(f"TRIAGEBOT_TIMEZONE={timezone!r} is not a time zone: use an IANA "
                             "name such as Europe/London, America/Mexico_City or UTC") from None
     stale = _number(env, "TRIAGEBOT_CHECKIN_STALE_HOURS", 12.0, 0, 24 * 365, "hours")
+    nudge = _number(env, "TRIAGEBOT_NUDGE_HOURS", 0.0, 0, 24 * 365, "hours")
     return Settings(
         token=env.get("TELEGRAM_BOT_TOKEN") or None,
         api_url=env.get("TRIAGEBOT_API_URL", DEFAULT_API_URL).rstrip("/"),
@@ -170,6 +172,7 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         checkins=checkins == "on",
         timezone=timezone,
         checkin_stale_hours=stale,
+        nudge_hours=nudge,
     )
 
 

@@ -86,6 +86,7 @@ class BotTexts:
     checkin_none: str = "OK. Send /start any time to check again."
     checkin_missed: str = ("I could not check on you at {time} as planned. If you are not "
                            "better, or are worse, send /start to check again now.")
+    nudge: str = "Still there? Your check is not finished. Here is where we were:"
     language_prompt: str = "Which language shall I use?"
     language_saved: str = "OK: English from now on. Your answers so far are kept."
     cmd_start: str = "Begin a new check"

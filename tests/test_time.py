@@ -210,3 +210,27 @@ async def test_a_new_check_meanwhile_skips_the_check_in_and_forget_deletes_them(
         await q.press("Yes, erase it", wait_new=False)
         await fake.wait(lambda: "erased everything" in q.last())
         assert [r for r in schedule_rows(db) if r[0] == 818] == []
+
+
+async def test_a_quiet_interview_gets_one_reminder_when_nudges_are_on(fake, flow, tmp_path):
+    clock, db = Clock(), tmp_path / "bot.sqlite3"
+    async with checkin_harness(fake, flow, db, clock) as h:
+        h.bot.conversations.nudge_hours = 2
+        p = Person(fake, 819)
+        await p.start()
+        await p.say("45")
+        clock.advance(1)
+        assert await h.bot.run_due() == 0
+        await p.press("Male")  # activity: the reminder moves to 2 hours from now
+        clock.advance(1.5)
+        assert await h.bot.run_due() == 0
+        clock.advance(0.6)
+        seen = p.seen()
+        assert await h.bot.run_due() == 1
+        await fake.wait(lambda: p.seen() >= seen + 2)
+        texts = [m.text for m in fake.bot_messages(819)[seen:]]
+        assert "Still there?" in texts[0] and "Where is the back pain?" in texts[1]
+        clock.advance(5)
+        assert await h.bot.run_due() == 0, "one reminder, not one every 2 hours"
+        await p.press("Lower back")  # the interview goes on from the reminder's keyboard
+        assert "Is any of these happening now?" in p.last()
