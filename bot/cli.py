@@ -17,7 +17,7 @@ from bot import __version__, graph
 from bot.engine import Engine
 from bot.errors import FlowError, Problem, SettingsError
 from bot.flow import Flow
-from bot.loader import flow_files, load_flows
+from bot.loader import flow_files, load_archive, load_flows, version_problems
 from bot.settings import BUNDLED_FLOWS, from_env
 from bot.vignettes import VignetteError, load_vignettes, run_case, safe, summarize
 
@@ -80,6 +80,12 @@ def cmd_validate(args: argparse.Namespace) -> int:
         from_env().allow_missing_translations
     flows, problems = load_flows(files, allow_missing_translations=allow)
     problems += _locale_problems(flows.values(), allow)
+    for folder in dict.fromkeys(p.parent for p in files):
+        archive, found = load_archive(folder, allow_missing_translations=allow)
+        problems += found
+        for flow in flows.values():
+            if Path(flow.file).parent == folder:
+                problems += version_problems(flow, archive)
     for problem in problems:
         print(problem)
     errors = [p for p in problems if not p.warning]
@@ -283,6 +289,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     configure_logging(settings.log_format)
     for noisy in ("httpx", "httpcore", "telegram", "aiohttp.access"):
         logging.getLogger(noisy).setLevel(logging.WARNING)  # one line per API call otherwise
+    archive, _ = load_archive(settings.flows, allow_missing_translations=True)
     conversations = Conversations(_engine(flow, settings),
                                   retention_days=settings.retention_days,
                                   staff_chat=settings.staff_chat,
@@ -291,7 +298,9 @@ def cmd_run(args: argparse.Namespace) -> int:
                                   expiry_hours=settings.expiry_hours,
                                   checkins=settings.checkins, timezone=settings.timezone,
                                   checkin_stale_hours=settings.checkin_stale_hours,
-                                  nudge_hours=settings.nudge_hours)
+                                  nudge_hours=settings.nudge_hours,
+                                  archive={key: _engine(old, settings)
+                                           for key, old in archive.items() if key[0] == flow.id})
     for lang, locale in conversations.locales.items():
         if locale.problems or locale.missing:
             logging.getLogger("triagebot").warning(

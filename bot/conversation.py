@@ -83,6 +83,8 @@ class Conversations:
     checkin_stale_hours: float = 12.0  # a check-in this late (the bot was down) is dropped
     nudge_hours: float = 0.0  # remind once after this long idle mid-interview (0: never)
     locales: dict[str, Locale] = field(default_factory=load_texts)
+    # older versions of the flow, kept so that interviews begun on them finish on them
+    archive: dict[tuple[str, int], Engine] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         flow = self.engine.flow
@@ -90,6 +92,17 @@ class Conversations:
         self.languages = tuple(lang for lang in flow.languages if lang in self.locales)
         if self.default_language not in self.languages:
             self.default_language = "en"
+
+    def engine_for(self, session: Session | None) -> Engine:
+        """The engine of the flow version a session began on, if it is kept and this
+        version does not continue it; else the current one."""
+        if session is None:
+            return self.engine
+        flow = self.engine.flow
+        version = (session.flow_id, session.flow_version)
+        if version != (flow.id, flow.version) and session.flow_version not in flow.continues:
+            return self.archive.get(version, self.engine)
+        return self.engine
 
     @property
     def texts(self) -> BotTexts:
@@ -313,7 +326,7 @@ class Conversations:
         if button.node == "_":
             inp: Input = Back() if button.option == "back" else Restart()
             return self._run(conv, inp, new_interview=button.option == "restart")
-        ask = self.engine.current(session)
+        ask = self.engine_for(session).current(session)
         if ask is not None and button.option.startswith("t.") and ask.multi and \
                 (button.node, button.item) == (ask.node, ask.item):
             item = button.option[2:]
@@ -459,7 +472,7 @@ class Conversations:
         """A notice, then the current question again (or that the check is finished)."""
         assert conv.session is not None
         chat, lang = conv.key.chat_id, self.language_of(conv)
-        ask = self.engine.current(conv.session)
+        ask = self.engine_for(conv.session).current(conv.session)
         if ask is None:
             return Decision(conv, (), render.send(chat, render.esc(self.texts_in(lang).finished)))
         calls = render.send(chat, render.esc(notice))
@@ -480,7 +493,8 @@ class Conversations:
         elif old is None or isinstance(inp, Start):
             step = self.engine.start(lang)
         else:
-            step = self.engine.handle(old, inp)
+            engine = self.engine if isinstance(inp, Restart) else self.engine_for(old)
+            step = engine.handle(old, inp)  # (starting again is always on the current flow)
         new = step.session
         interview = conv.interview + 1 if new_interview else conv.interview
         moved = any(isinstance(r, Ask | Outcome) for r in step.replies)

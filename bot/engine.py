@@ -141,12 +141,15 @@ class Engine:
             step = self.start(s.language)
             fresh = step.session.evolve(log=(*s.log, LogEntry("restart"), *step.session.log))
             return Step(fresh, (Say(self._t("restarted", s)), *step.replies))
-        if (s.flow_id, s.flow_version) != (self.flow.id, self.flow.version) or \
+        if s.flow_id != self.flow.id or (s.flow_version != self.flow.version and
+                                         s.flow_version not in self.flow.continues) or \
                 (s.node is not None and s.node not in self.flow.nodes):
-            # a session from another flow or an older version of this one: its
-            # questions may no longer exist, so start again rather than guess
+            # a session from another flow, or a version this one does not continue: its
+            # questions may mean something else now, so start again rather than guess
             step = self.start(s.language)
             return Step(step.session, (Say(self._t("restarted", s)), *step.replies))
+        if s.flow_version != self.flow.version:  # declared compatible; validate checked
+            s = s.evolve(flow_version=self.flow.version)  # that its node ids kept meaning
         if isinstance(inp, Back):
             return self._back(s)
         if s.confirming_back:

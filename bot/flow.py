@@ -160,6 +160,7 @@ class Flow:
     levels: Mapping[Level, LevelText]
     texts: Mapping[str, Text]
     followup: str | None = None  # first node of the check-in interview, if the flow has one
+    continues: tuple[int, ...] = ()  # earlier versions whose sessions carry on in this one
 
     def text(self, key: str, lang: str) -> str:
         return self.texts[key].get(lang)

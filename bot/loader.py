@@ -50,7 +50,7 @@ RULE_PREFIX = {Level.EMERGENCY: "em-", Level.URGENT: "ur-", Level.ROUTINE: "ro-"
                Level.SELF_CARE: "sc-"}
 
 TOP_KEYS = {"flow", "version", "title", "languages", "start", "terms", "links", "labels",
-            "rules", "levels", "texts", "nodes", "followup"}
+            "rules", "levels", "texts", "nodes", "followup", "continues"}
 USE_KEYS = {"use", "next", "ask_if"}  # a node that asks another node's question again
 NODE_KEYS = {
     "info": {"type", "text", "next"},
@@ -234,6 +234,15 @@ class _Builder:
             self.problem(("start",), f"start node '{start}' does not exist",
                          _did_you_mean(start, nodes, "name the first node of the interview"))
         followup = self.followup(data.get("followup"), nodes)
+        continues = data.get("continues", [])
+        if not isinstance(continues, list) or not all(
+                isinstance(v, int) and not isinstance(v, bool) and 1 <= v < version
+                for v in continues):
+            self.problem(("continues",), "continues must list earlier version numbers",
+                         f"e.g. continues: [{max(version - 1, 1)}] (sessions of those versions "
+                         "go on in this one; `triagebot validate` checks no question changed "
+                         "meaning under the same id)")
+            continues = []
         asked = {f for n in nodes.values() for f in n.asks}
         for finding in sorted(asked):
             if finding not in labels:
@@ -255,6 +264,7 @@ class _Builder:
             start=start, vocabulary=self.voc, terms=frozen(terms),
             rules=rules, nodes=frozen(nodes), links=frozen(links), labels=frozen(labels),
             levels=frozen(levels), texts=frozen(texts), followup=followup,
+            continues=tuple(continues),
         )
 
     def followup(self, spec: Any, nodes: dict[str, Node]) -> str | None:
@@ -752,3 +762,60 @@ def load_flows(paths: Iterable[str | Path], vocabulary: Vocabulary | None = None
                                         f"{flows[flow.id].file}", "give each flow its own id"))
             flows[flow.id] = flow
     return flows, problems
+
+
+# ---------------------------------------------------------------- older versions
+
+
+def load_archive(folder: str | Path, vocabulary: Vocabulary | None = None,
+                 allow_missing_translations: bool = False,
+                 ) -> tuple[dict[tuple[str, int], Flow], list[Problem]]:
+    """Older versions kept in FOLDER/versions/ (`name.v1.yaml`, translations beside it):
+    interviews begun on them finish on them after a redeploy."""
+    archive: dict[tuple[str, int], Flow] = {}
+    problems: list[Problem] = []
+    versions = Path(folder) / "versions"
+    if not versions.is_dir():
+        return archive, problems
+    for path in flow_files([versions]):
+        flow, found = _load(path, vocabulary or bundled_vocabulary(),
+                            allow_missing_translations)
+        problems.extend(found)
+        if flow is not None:
+            archive[(flow.id, flow.version)] = flow
+    return archive, problems
+
+
+def meaning(node: Node) -> tuple:
+    """What a question means, wording aside: what it asks and what each answer sets."""
+    return (node.type, node.asks, tuple((o.id, o.sets) for o in node.options),
+            tuple((i.finding, i.value) for i in node.items), node.key)
+
+
+def version_problems(flow: Flow, archive: dict[tuple[str, int], Flow]) -> list[Problem]:
+    """A question whose meaning changed must change its id, or a session waiting at it
+    (or a button pressed on it) would have its answer read as the new question's."""
+    found: list[Problem] = []
+    text = Path(flow.file).read_text(encoding="utf-8") if Path(flow.file).exists() else ""
+    for (fid, version), old in sorted(archive.items()):
+        if fid != flow.id:
+            continue
+        if version >= flow.version:
+            found.append(Problem(old.file, 1, 1, "version", f"kept version {version} is not "
+                                 f"older than the current {flow.version}",
+                                 "raise `version:` in the current flow"))
+            continue
+        for nid, node in flow.nodes.items():
+            if nid in old.nodes and meaning(old.nodes[nid]) != meaning(node):
+                match = re.search(rf"^  {re.escape(nid)}:", text, re.MULTILINE)
+                line = text.count("\n", 0, match.start()) + 1 if match else 1
+                found.append(Problem(flow.file, line, 3, f"nodes.{nid}",
+                                     f"question '{nid}' means something else than in version "
+                                     f"{version} (what it asks or what its answers set changed)",
+                                     "give the changed question a new id"))
+    for version in flow.continues:
+        if (flow.id, version) not in archive:
+            found.append(Problem(flow.file, 1, 1, "continues", f"version {version} is not "
+                                 "kept, so its questions cannot be compared",
+                                 f"keep it as versions/{flow.id}.v{version}.yaml"))
+    return found
