@@ -173,3 +173,39 @@ async def test_kill_9_under_load_loses_no_answer_whose_reply_was_sent(fake, tmp_
     # committed are made again at start: a repeated question, and its edit refused
     # as "not modified"; nothing else may fail
     assert [e for e in fake.errors if "not modified" not in e[2]] == []
+
+
+async def test_a_check_in_due_while_down_is_sent_once_across_kill_9_restarts(fake, flow,
+                                                                           tmp_path):
+    """Scheduled 6 hours before a real bot starts (so it is an hour overdue), it is sent
+    when the bot comes up; after kill -9 and a second start it is not sent again.
+
+    (Killed in the millisecond between Telegram accepting it and the commit that
+    records that, it would be sent again: Telegram has no way to make a send
+    idempotent, and losing a check-in would be worse than repeating it.)"""
+    import time
+
+    from .test_time import Clock, checkin_harness, self_care_with_offer
+
+    db = tmp_path / "bot.sqlite3"
+    async with checkin_harness(fake, flow, db, Clock(time.time() - 7 * 3600)):
+        p = Person(fake, 606)
+        await self_care_with_offer(p)
+        await p.press("In 6 hours")
+    proc = await start_bot(fake, db)
+    try:
+        await fake.wait(lambda: "Checking in as promised" in p.last(), timeout=30)
+        for _ in range(100):  # recorded as sent (it left the outbox)
+            if sqlite3.connect(db).execute("SELECT count(*) FROM outbox").fetchone() == (0,):
+                break
+            await asyncio.sleep(0.05)
+        await kill9(proc)
+        proc = await start_bot(fake, db)
+        await asyncio.sleep(1.5)  # its check-in pass has run
+        asked = [m for m in fake.bot_messages(606) if "Checking in" in m.text]
+        assert len(asked) == 1
+        status = sqlite3.connect(db).execute("SELECT status FROM schedule").fetchall()
+        assert status == [("sent",)]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(proc.wait(), 30)
