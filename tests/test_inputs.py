@@ -21,7 +21,7 @@ SHAPED = st.recursive(
     max_leaves=25)
 
 
-@settings(max_examples=600, deadline=None)
+@settings(max_examples=300, deadline=None)
 @given(st.dictionaries(st.sampled_from(FIELDS), SHAPED, max_size=5))
 def test_no_update_shape_makes_the_reader_raise(update):
     inputs.kind(update)
