@@ -383,10 +383,14 @@ async def test_old_conversations_are_deleted_after_the_retention(fake, flow, tmp
         with db:
             db.execute("UPDATE conversations SET updated_at = updated_at - 31 * 86400 "
                        "WHERE user_id = 514")
+            for user in (514, 515):  # a pending check-in each
+                db.execute("INSERT INTO schedule (chat_id, user_id, kind, due_at, interview,"
+                           " created_at) VALUES (?, ?, 'checkin', 0, 1, 0)", (user, user))
         assert await h.store.purge(30) == 1
         assert db.execute("SELECT user_id FROM conversations").fetchall() == [(515,)]
         assert db.execute("SELECT count(*) FROM answer_log WHERE user_id = 514").fetchone() \
             == (0,)
+        assert db.execute("SELECT user_id FROM schedule").fetchall() == [(515,)]
 
 
 async def test_the_schema_is_migrated_once_and_recorded(tmp_path):

@@ -352,9 +352,12 @@ class SqliteStore:
         async with self.lock:
             assert self.db is not None
             await self.db.execute("BEGIN IMMEDIATE")
-            await self.db.execute(
-                "DELETE FROM answer_log WHERE (chat_id, user_id) IN (SELECT chat_id, user_id"
-                " FROM conversations WHERE updated_at < ?)", (cutoff,))
+            for table in ("answer_log", "schedule"):  # (their check-ins go with them)
+                await self.db.execute(
+                    f"DELETE FROM {table} WHERE (chat_id, user_id) IN (SELECT chat_id, user_id"
+                    " FROM conversations WHERE updated_at < ?)", (cutoff,))
+            await self.db.execute("DELETE FROM schedule WHERE status != 'pending' AND"
+                                  " done_at < ?", (cutoff,))
             cur = await self.db.execute("DELETE FROM conversations WHERE updated_at < ?",
                                         (cutoff,))
             await self.db.execute("DELETE FROM processed_updates WHERE at < ?",
