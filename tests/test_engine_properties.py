@@ -147,3 +147,34 @@ def test_levels_only_rise_when_a_symptom_is_added(truth, extra):
     before = rulebook.highest(r.level for r in rulebook.fired(FLOW, truth))
     after = rulebook.highest(r.level for r in rulebook.fired(FLOW, {**truth, extra: True}))
     assert after >= before
+
+
+STABLE = ("age_years", "sex", "pregnant", "diabetes", "immunosuppressed", "chemotherapy_recent",
+          "long_term_condition", "recent_surgery_or_hospital", "injection_drug_use",
+          "recent_spinal_procedure", "known_kidney_stone", "kidney_disease_or_single_kidney",
+          "urinary_catheter", "malaria_area_travel", "history_of_cancer", "_vague_age")
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(people(), people())
+def test_a_check_in_never_lowers_the_level_and_asks_what_could_raise_it(first, later):
+    """Hours later the person's symptoms may be anything (their age and background
+    stay): the check-in's level is never below the earlier one nor below what its
+    rules say, and it does not reassure while an unasked answer could raise it."""
+    earlier = interview(first).session
+    truth = {**later, **{k: first[k] for k in STABLE}}
+    step = ENGINE.start_followup(earlier)
+    for _ in range(60):
+        if step.session.status == "done":
+            break
+        step = ENGINE.handle(step.session, answer(FLOW, last_ask(step.replies), truth))
+    session = step.session
+    assert session.status == "done"
+    check_invariants(session, step.replies)
+    level = Level.parse(session.level)
+    assert level >= Level.parse(earlier.level)
+    answered = {a.finding: cond.exactly(a.value, VOC[a.finding].kind)
+                for a in session.answers if a.finding in VOC}
+    for rule in FLOW.rules:
+        if rule.level > level:
+            assert not cond.satisfiable(rule.when.expr, VOC, answered), rule.id
