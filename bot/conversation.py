@@ -150,7 +150,8 @@ class Conversations:
         """The command menu (setMyCommands) in one language."""
         tx = self.texts_in(lang)
         return [("start", tx.cmd_start), ("back", tx.cmd_back), ("restart", tx.cmd_restart),
-                ("language", tx.cmd_language), ("help", tx.cmd_help),
+                ("language", tx.cmd_language), ("timezone", tx.cmd_timezone),
+                ("help", tx.cmd_help),
                 ("privacy", tx.cmd_privacy), ("forget", tx.cmd_forget)]
 
     def _consent_prompt(self, conv: Conversation, intro: str = "") -> list[Call]:
@@ -264,6 +265,8 @@ class Conversations:
         tx = self.texts_in(lang)
         if name == "language":
             return Decision(conv, (), self._language_prompt(conv))
+        if name == "timezone":
+            return self._set_timezone(conv, event.payload.strip())
         if name == "start":
             return self._begin(conv, event.payload)
         if name == "restart":
@@ -356,21 +359,38 @@ class Conversations:
                                                         (tx.checkin_no, "checkin_no"))])
         return render.send(conv.key.chat_id, render.esc(tx.checkin_offer), markup)
 
-    def checkin_time(self, option: str, now: float) -> float:
+    def zone_of(self, conv: Conversation | None) -> str:
+        """The person's own time zone if they set one (/timezone), else the deployment's."""
+        zone = conv.extra.get("tz") if conv is not None else None
+        return zone if isinstance(zone, str) and _known_zone(zone) else self.timezone
+
+    def _set_timezone(self, conv: Conversation, zone: str) -> Decision:
+        tx, chat = self.texts_in(self.language_of(conv)), conv.key.chat_id
+        if not zone:
+            text = tx.timezone_now.replace("{zone}", self.zone_of(conv))
+        elif not _known_zone(zone):
+            text = tx.timezone_unknown.replace("{zone}", zone[:40])
+        else:
+            conv = replace(conv, extra={**conv.extra, "tz": zone})
+            text = tx.timezone_saved.replace("{zone}", zone)
+        return Decision(conv, (), render.send(chat, render.esc(text)))
+
+    def checkin_time(self, option: str, now: float, zone_name: str | None = None) -> float:
         """When a check-in chosen at `now` falls due: in 6 hours, or the first 09:00 in the
-        deployment's time zone at least 6 hours away ("tomorrow morning", even at 1 a.m.)."""
+        person's (else the deployment's) time zone at least 6 hours away ("tomorrow
+        morning", even at 1 a.m.)."""
         if option == "checkin_6h":
             return now + 6 * 3600
-        zone = ZoneInfo(self.timezone)
+        zone = ZoneInfo(zone_name or self.timezone)
         earliest = datetime.fromtimestamp(now + 6 * 3600, zone)
         morning = earliest.replace(hour=9, minute=0, second=0, microsecond=0)
         if morning < earliest:
             morning += timedelta(days=1)
         return morning.timestamp()
 
-    def local_time(self, when: float) -> str:
-        zone = ZoneInfo(self.timezone)
-        return datetime.fromtimestamp(when, zone).strftime("%Y-%m-%d %H:%M ") + self.timezone
+    def local_time(self, when: float, zone_name: str | None = None) -> str:
+        name = zone_name or self.timezone
+        return datetime.fromtimestamp(when, ZoneInfo(name)).strftime("%Y-%m-%d %H:%M ") + name
 
     def _checkin_choice(self, conv: Conversation, event: Event, option: str,
                         now: float) -> Decision:
@@ -388,10 +408,11 @@ class Conversations:
                             records=[("unschedule", {"kind": "checkin"})])
         if option == "checkin_no" or not now or button.interview != conv.interview:
             return Decision(conv, (), calls + render.send(chat, render.esc(tx.checkin_none)))
-        due = self.checkin_time(option, now)
+        zone = self.zone_of(conv)
+        due = self.checkin_time(option, now, zone)
         markup = render.keyboard([[(tx.checkin_cancel,
                                     render.encode(conv.interview, "_", -1, "checkin_cancel"))]])
-        text = tx.checkin_set.replace("{time}", self.local_time(due))
+        text = tx.checkin_set.replace("{time}", self.local_time(due, zone))
         return Decision(conv, (), calls + render.send(chat, render.esc(text), markup),
                         records=[("schedule", {"kind": "checkin", "due_at": due,
                                                "interview": conv.interview})])
@@ -421,7 +442,8 @@ class Conversations:
             return Decision(conv, (), [], records=[("scheduled_done", {"id": item.id,
                                                                         "status": "skipped"})])
         if self.checkin_stale_hours and now - item.due_at > self.checkin_stale_hours * 3600:
-            text = tx.checkin_missed.replace("{time}", self.local_time(item.due_at))
+            text = tx.checkin_missed.replace("{time}", self.local_time(item.due_at,
+                                                                       self.zone_of(conv)))
             return Decision(conv, (), render.send(chat, render.esc(text)),
                             records=[("scheduled_done", {"id": item.id, "status": "dropped"})])
         markup = render.keyboard([[(flow.text(key, lang), render.encode(
@@ -556,6 +578,14 @@ class Conversations:
                     share=consent == "share", headings=self.headings(staff_lang),
                     texts=self.texts,
                     language="" if lang == staff_lang else self.texts_in(lang).language_name)}
+
+
+def _known_zone(name: str) -> bool:
+    try:
+        ZoneInfo(name)
+    except (ValueError, KeyError, OSError):  # ZoneInfoNotFoundError is a KeyError
+        return False
+    return True
 
 
 def _accepted(old: Session | None, new: Session) -> bool:

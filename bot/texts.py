@@ -26,6 +26,7 @@ class BotTexts:
         "get help, and why. I am not a doctor.\n\n"
         "/start – begin a new check\n/back – change your last answer\n"
         "/restart – start again\n/language – choose your language\n"
+        "/timezone – your time zone, for check-ins\n"
         "/privacy – what I keep about you\n"
         "/forget – erase everything I keep about you\n/help – this message\n\n"
         "If someone is seriously ill or injured right now, call {emergency_number}.")
@@ -87,12 +88,18 @@ class BotTexts:
     checkin_missed: str = ("I could not check on you at {time} as planned. If you are not "
                            "better, or are worse, send /start to check again now.")
     nudge: str = "Still there? Your check is not finished. Here is where we were:"
+    timezone_now: str = ("Check-in times use the time zone {zone}. To use yours, send it like "
+                         "this: /timezone Europe/Madrid")
+    timezone_saved: str = "Saved: check-in times now use {zone}."
+    timezone_unknown: str = ("I do not know the time zone \"{zone}\". Send it like this: "
+                             "/timezone Europe/Madrid")
     language_prompt: str = "Which language shall I use?"
     language_saved: str = "OK: English from now on. Your answers so far are kept."
     cmd_start: str = "Begin a new check"
     cmd_back: str = "Change your last answer"
     cmd_restart: str = "Start again"
     cmd_language: str = "Choose your language"
+    cmd_timezone: str = "Your time zone, for check-ins"
     cmd_help: str = "How this works"
     cmd_privacy: str = "What I keep about you"
     cmd_forget: str = "Erase everything I keep about you"

@@ -234,3 +234,17 @@ async def test_a_quiet_interview_gets_one_reminder_when_nudges_are_on(fake, flow
         assert await h.bot.run_due() == 0, "one reminder, not one every 2 hours"
         await p.press("Lower back")  # the interview goes on from the reminder's keyboard
         assert "Is any of these happening now?" in p.last()
+
+
+async def test_a_person_can_set_their_own_time_zone(fake, flow, tmp_path):
+    clock, db = Clock(), tmp_path / "bot.sqlite3"
+    async with checkin_harness(fake, flow, db, clock, "Europe/London") as h:
+        p = Person(fake, 820)
+        await p.say("/timezone Mars/Olympus", until=lambda: "do not know" in p.last())
+        await p.say("/timezone America/New_York", until=lambda: "Saved" in p.last())
+        await self_care_with_offer(p)
+        await p.press("Tomorrow morning")  # 03:00 in New York: +6 h is 09:00 that morning
+        assert "2027-01-15 09:00 America/New_York" in p.last()
+        assert schedule_rows(db)[0][2] == START + 6 * HOUR
+        await p.say("/timezone", until=lambda: "America/New_York" in p.last())
+        assert h.bot.conversations.zone_of(None) == "Europe/London"
