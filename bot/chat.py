@@ -37,10 +37,13 @@ HELP = "Type your answer. /back changes the last answer, /restart starts again, 
 class Terminal:
     """Renders replies as text and turns typed lines into engine inputs."""
 
-    def __init__(self, out: TextIO, colour: bool):
+    def __init__(self, out: TextIO, colour: bool, headings: dict[str, str] | None = None):
         self.out = out
         self.colour = colour
         self.current: Ask | None = None
+        # the outcome's headings in the interview's language (flow texts why/because/links)
+        self.headings = headings or {"why": "Why:", "because": "Because you told me:",
+                                     "links": "Read more:"}
 
     def write(self, text: str = "", indent: str = "") -> None:
         for paragraph in text.split("\n"):
@@ -95,11 +98,11 @@ class Terminal:
         self.write(o.action)
         if o.reasons:
             self.write()
-            self.write("Why:")
+            self.write(self.headings["why"])
             for reason in o.reasons:
                 self.write(f"• {reason}")
         if o.evidence:
-            self.write("Because you told me: " + "; ".join(o.evidence) + ".")
+            self.write(self.headings["because"] + " " + "; ".join(o.evidence) + ".")
         if o.advice:
             self.write()
             self.write(o.advice)
@@ -108,7 +111,7 @@ class Terminal:
             self.write(o.safety_net)
         if o.links:
             self.write()
-            self.write("Read more:")
+            self.write(self.headings["links"])
             for title, url in o.links:
                 self.write(f"• {title}: {url}")
         for note in o.notes:
@@ -142,7 +145,9 @@ class Terminal:
 def run_chat(engine: Engine, read: Callable[[str], str], out: TextIO, colour: bool,
              language: str | None = None) -> Session:
     """Run one terminal conversation until /quit or end of input."""
-    term = Terminal(out, colour)
+    lang = language if language in engine.flow.languages else "en"
+    term = Terminal(out, colour, {k: engine.flow.text(k, lang) for k in ("why", "because",
+                                                                          "links")})
     term.write(HELP)
     term.write()
     step = engine.start(language)

@@ -22,11 +22,12 @@ GOLDEN = ROOT / "tests" / "golden"
 CASES = ["pub-01", "pub-07", "pub-11", "pub-14", "pub-17"]
 
 
-def transcript(engine, case) -> str:
+def transcript(engine, case, lang: str = "en") -> str:
     out = io.StringIO()
-    term = Terminal(out, colour=False)
+    term = Terminal(out, colour=False, headings={k: engine.flow.text(k, lang)
+                                                 for k in ("why", "because", "links")})
     truth = {**engine.flow.vocabulary.absent_values(), **case["findings"]}
-    step = engine.start()
+    step = engine.start(lang)
     term.show(step.replies)
     while step.session.status != "done":
         inp = answer(engine.flow, last_ask(step.replies), truth)
@@ -46,12 +47,15 @@ def shown(ask, inp) -> str:
     return f"[{labels[inp.option]}]"
 
 
-@pytest.mark.parametrize("case_id", CASES)
-def test_transcript(engine, case_id, update_golden):
+@pytest.mark.parametrize("case_id, lang", [(c, "en") for c in CASES] +
+                         [("pub-11", lang) for lang in ("es", "ru", "ar")])
+def test_transcript(engine, case_id, lang, update_golden):
+    """English for five cases; one whole case in each other language, so a change to a
+    translation shows up as a diff a speaker of that language can review."""
     cases = yaml.safe_load((ROOT / "tests" / "vignettes" / "sample-vignettes.yaml").read_text())
     case = next(c for c in cases if c["id"] == case_id)
-    got = transcript(engine, case)
-    path = GOLDEN / f"{case_id}.txt"
+    got = transcript(engine, case, lang)
+    path = GOLDEN / (f"{case_id}.txt" if lang == "en" else f"{case_id}.{lang}.txt")
     if update_golden:
         GOLDEN.mkdir(exist_ok=True)
         path.write_text(got, encoding="utf-8")
