@@ -52,6 +52,7 @@ RULE_PREFIX = {Level.EMERGENCY: "em-", Level.URGENT: "ur-", Level.ROUTINE: "ro-"
 TOP_KEYS = {"flow", "version", "title", "languages", "start", "terms", "links", "labels",
             "rules", "levels", "texts", "nodes", "followup", "continues"}
 USE_KEYS = {"use", "next", "ask_if"}  # a node that asks another node's question again
+# (it keeps that node's `ask_if`, unless it gives its own)
 NODE_KEYS = {
     "info": {"type", "text", "next"},
     "yes_no": {"type", "text", "asks", "next", "ask_if", "otherwise", "explain"},
@@ -447,7 +448,7 @@ class _Builder:
             self.problem((*path, "use"), f"'{spec['use']}' is not a question node to reuse",
                          _did_you_mean(str(spec["use"]), data, "name a question node"))
             return {"type": "info", "text": {"en": "?"}, "next": spec.get("next")}
-        return {**{k: v for k, v in other.items() if k not in ("next", "ask_if")},
+        return {**{k: v for k, v in other.items() if k != "next"},  # (its ask_if too)
                 **{k: v for k, v in spec.items() if k != "use"}}
 
     def node(self, nid: str, spec: dict, links: dict[str, Link]) -> Node | None:
