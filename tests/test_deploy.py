@@ -302,3 +302,25 @@ def test_the_deploy_readme_covers_the_operations():
                   "triagebot db backup", "triagebot webhook info", "systemctl", "docker compose"):
         assert words in text
 
+
+
+def test_a_plain_install_gets_every_module_and_data_file():
+    """The Dockerfile runs `pip install .` (not -e): every subpackage and every data
+    file under bot/ must be in what setuptools packages, or the image cannot start."""
+    import fnmatch
+    import tomllib
+
+    from setuptools import find_packages
+
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["tool"][
+        "setuptools"]
+    packages = config.get("packages", {})
+    found = set(packages) if isinstance(packages, list) else \
+        set(find_packages(where=str(ROOT), **packages.get("find", {})))
+    on_disk = {".".join(p.parent.relative_to(ROOT).parts)
+               for p in (ROOT / "bot").rglob("__init__.py")}
+    assert on_disk <= found, f"not packaged: {sorted(on_disk - found)}"
+    patterns = config["package-data"]["bot"]
+    data = [p.relative_to(ROOT / "bot").as_posix() for p in (ROOT / "bot").rglob("*")
+            if p.is_file() and p.suffix not in (".py", ".pyc") and "__pycache__" not in p.parts]
+    assert data and all(any(fnmatch.fnmatch(f, pat) for pat in patterns) for f in data), data
