@@ -213,8 +213,12 @@ class Conversations:
                                records=[("event", {"kind": "expired",
                                                    "source": conv.extra.get("source")}),
                                         *decision.records])
+        return self._directed(decision)
+
+    def _directed(self, decision: Decision) -> Decision:
+        """The one place that marks a right-to-left person's messages (Arabic)."""
         if is_right_to_left(self.language_of(decision.conversation)):
-            decision = replace(decision, calls=render.right_to_left(decision.calls))
+            return replace(decision, calls=render.right_to_left(decision.calls))
         return decision
 
     def _expired(self, conv: Conversation, now: float) -> bool:
@@ -420,27 +424,28 @@ class Conversations:
     def due(self, conv: Conversation, item: Scheduled, now: float) -> Decision:
         """A scheduled check-in has come: ask better, same or worse; or, if the person
         has started another check meanwhile, skip it; or, if it is too late to be useful
-        (the bot was down), say so. Each way marks it done, once."""
+        (the bot was down), say so. A reminder repeats the current question. Each way
+        marks it done, once."""
+        return self._directed(self._due(conv, item, now))
+
+    def _due(self, conv: Conversation, item: Scheduled, now: float) -> Decision:
         chat, lang = conv.key.chat_id, self.language_of(conv)
         tx = self.texts_in(lang)
         done = ("scheduled_done", {"id": item.id, "status": "sent"})
+        skipped = Decision(conv, (), [], records=[("scheduled_done", {"id": item.id,
+                                                                       "status": "skipped"})])
         flow = self.engine.flow
         session = conv.session
         if item.kind == "nudge":  # still mid-interview and quiet since: remind once
             idle = now - conv.extra.get("active_at", now) >= self.nudge_hours * 3600 * 0.99
             if session is None or session.status == "done" or \
                     conv.interview != item.interview or not idle or conv.blocked:
-                return Decision(conv, (), [], records=[("scheduled_done", {
-                    "id": item.id, "status": "skipped"})])
-            decision = self._remind(conv, tx.nudge)
-            calls = render.right_to_left(decision.calls) if is_right_to_left(lang) \
-                else decision.calls
-            return replace(decision, calls=calls, records=[done])
+                return skipped
+            return replace(self._remind(conv, tx.nudge), records=[done])
         moved_on = session is None or conv.interview != item.interview or \
             session.status != "done" or flow.followup is None
         if moved_on or conv.blocked:
-            return Decision(conv, (), [], records=[("scheduled_done", {"id": item.id,
-                                                                        "status": "skipped"})])
+            return skipped
         if self.checkin_stale_hours and now - item.due_at > self.checkin_stale_hours * 3600:
             text = tx.checkin_missed.replace("{time}", self.local_time(item.due_at,
                                                                        self.zone_of(conv)))
@@ -450,8 +455,6 @@ class Conversations:
             conv.interview, "_", -1, key.replace("followup_", "fu_")))]
             for key in ("followup_better", "followup_same", "followup_worse")])
         calls = render.send(chat, render.esc(flow.text("followup_question", lang)), markup)
-        if is_right_to_left(lang):
-            calls = render.right_to_left(calls)
         return Decision(conv, (), calls, records=[done, ("event", {
             "kind": "checkin", "source": conv.extra.get("source")})])
 

@@ -9,6 +9,8 @@ A person's typed input is never an error: it only ever gets a re-ask.
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 
@@ -29,6 +31,12 @@ class Problem:
         fix = f" — {self.fix}" if self.fix else ""
         kind = "warning: " if self.warning else ""
         return f"{self.file}:{self.line}:{self.col}: {kind}{where}{self.what}{fix}"
+
+
+def did_you_mean(word: str, choices: Iterable[str], otherwise: str = "") -> str:
+    """The closest of `choices` as a fix ("did you mean 'chest'?"), else `otherwise`."""
+    close = difflib.get_close_matches(str(word), list(choices), n=1)
+    return f"did you mean '{close[0]}'?" if close else otherwise
 
 
 class FlowError(Exception):

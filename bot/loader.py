@@ -9,7 +9,6 @@ prints them.
 
 from __future__ import annotations
 
-import difflib
 import re
 from collections.abc import Iterable
 from dataclasses import replace
@@ -19,7 +18,7 @@ from typing import Any
 
 from bot import checks, translations
 from bot import conditions as cond
-from bot.errors import FlowError, Problem
+from bot.errors import FlowError, Problem, did_you_mean
 from bot.findings import Kind, Value, Vocabulary, bundled_vocabulary
 from bot.flow import (
     FOLLOWUP_TEXTS,
@@ -64,11 +63,6 @@ NODE_KEYS = {
 }
 
 
-def _did_you_mean(word: str, choices: Iterable[str], otherwise: str = "") -> str:
-    close = difflib.get_close_matches(str(word), list(choices), n=1)
-    return f"did you mean '{close[0]}'?" if close else otherwise
-
-
 class _Builder:
     """Holds one file's source and the problems found so far."""
 
@@ -98,7 +92,7 @@ class _Builder:
         for key in data:
             if key not in allowed:
                 self.problem((*path, key), f"unknown key '{key}'",
-                             _did_you_mean(key, allowed, f"allowed: {', '.join(sorted(allowed))}"))
+                             did_you_mean(key, allowed, f"allowed: {', '.join(sorted(allowed))}"))
         for key in required:
             if key not in data:
                 self.problem(path, f"missing '{key}'", f"add `{key}:`")
@@ -121,7 +115,7 @@ class _Builder:
                 continue
             if lang not in self.languages and lang not in self.translated:
                 self.problem((*path, lang), f"language '{lang}' is not listed in `languages:`",
-                             _did_you_mean(lang, self.languages, "add it to `languages:`"))
+                             did_you_mean(lang, self.languages, "add it to `languages:`"))
             out.append((lang, string))
         for lang in self.languages:
             if lang not in value:
@@ -154,7 +148,7 @@ class _Builder:
         """Check that `value` fits `finding`'s type; return (ok, value as stored)."""
         if finding not in self.voc:
             self.problem(path, f"unknown finding '{finding}'",
-                         _did_you_mean(finding, self.voc.findings,
+                         did_you_mean(finding, self.voc.findings,
                                        "use an id from FINDINGS.yaml"))
             return False, None
         f = self.voc[finding]
@@ -170,7 +164,7 @@ class _Builder:
             return True, float(value)
         expected = {Kind.BOOLEAN: "true or false", Kind.NUMBER: f"a number in {f.unit}",
                     Kind.CHOICE: "one of " + ", ".join(f.values)}[f.kind]
-        hint = _did_you_mean(str(value), f.values) if f.kind is Kind.CHOICE else ""
+        hint = did_you_mean(str(value), f.values) if f.kind is Kind.CHOICE else ""
         self.problem(path, f"'{value}' is not a value of '{finding}' ({f.kind})",
                      hint or f"use {expected}")
         return False, None
@@ -185,7 +179,7 @@ class _Builder:
         for i, item in enumerate(value):
             if item not in known:
                 self.problem((*path, i), f"unknown {what[:-1]} '{item}'",
-                             _did_you_mean(item, known, f"define it under `{what}:`"))
+                             did_you_mean(item, known, f"define it under `{what}:`"))
             else:
                 out.append(item)
         return tuple(out)
@@ -225,7 +219,7 @@ class _Builder:
         for k in labels:
             if k not in self.voc:
                 self.problem(("labels", k), f"label for unknown finding '{k}'",
-                             _did_you_mean(k, self.voc.findings, "remove it"))
+                             did_you_mean(k, self.voc.findings, "remove it"))
         rules = self.rules(data.get("rules"), links)
         levels = self.levels(self.mapping(data.get("levels", {}), ("levels",), "levels"))
         texts = self.texts(self.mapping(data.get("texts", {}), ("texts",), "texts"))
@@ -233,7 +227,7 @@ class _Builder:
         start = data.get("start", "")
         if nodes and start not in nodes:
             self.problem(("start",), f"start node '{start}' does not exist",
-                         _did_you_mean(start, nodes, "name the first node of the interview"))
+                         did_you_mean(start, nodes, "name the first node of the interview"))
         followup = self.followup(data.get("followup"), nodes)
         continues = data.get("continues", [])
         if not isinstance(continues, list) or not all(
@@ -277,7 +271,7 @@ class _Builder:
         start = spec.get("start")
         if start not in nodes:
             self.problem(("followup", "start"), f"follow-up start node '{start}' does not exist",
-                         _did_you_mean(str(start), nodes, "name the check-in's first question"))
+                         did_you_mean(str(start), nodes, "name the check-in's first question"))
             return None
         for key in FOLLOWUP_TEXTS:
             if key not in self.src.data.get("texts", {}):
@@ -367,7 +361,7 @@ class _Builder:
             level_id = spec.get("level")
             if level_id not in LEVEL_IDS:
                 self.problem((*path, "level"), f"unknown level '{level_id}'",
-                             _did_you_mean(level_id, LEVEL_IDS, "use " + ", ".join(LEVEL_IDS)))
+                             did_you_mean(level_id, LEVEL_IDS, "use " + ", ".join(LEVEL_IDS)))
                 continue
             level = Level.parse(level_id)
             if not rid.startswith(RULE_PREFIX[level]):
@@ -388,7 +382,7 @@ class _Builder:
         for key in data:
             if key not in LEVEL_IDS:
                 self.problem(("levels", key), f"unknown level '{key}'",
-                             _did_you_mean(key, LEVEL_IDS, "use " + ", ".join(LEVEL_IDS)))
+                             did_you_mean(key, LEVEL_IDS, "use " + ", ".join(LEVEL_IDS)))
         for level in Level:
             path = ("levels", level.id)
             if level.id not in data:
@@ -411,7 +405,7 @@ class _Builder:
         for key in data:
             if key not in REQUIRED_TEXTS and key not in FOLLOWUP_TEXTS:
                 self.problem(("texts", key), f"unknown text '{key}'",
-                             _did_you_mean(key, REQUIRED_TEXTS, "remove it"))
+                             did_you_mean(key, REQUIRED_TEXTS, "remove it"))
         return out
 
     # ---- nodes --------------------------------------------------------------
@@ -432,7 +426,7 @@ class _Builder:
                     if len(node.next) > 1 or isinstance(data[node.id].get("next"), list):
                         path = (*path, i, "goto")
                     self.problem(path, f"unknown node '{branch.goto}'",
-                                 _did_you_mean(branch.goto, data, "name an existing node"))
+                                 did_you_mean(branch.goto, data, "name an existing node"))
         return built
 
     def used(self, nid: str, spec: dict, data: dict) -> dict:
@@ -446,7 +440,7 @@ class _Builder:
         other = data.get(spec["use"])
         if not isinstance(other, dict) or "use" in other or other.get("type") == "outcome":
             self.problem((*path, "use"), f"'{spec['use']}' is not a question node to reuse",
-                         _did_you_mean(str(spec["use"]), data, "name a question node"))
+                         did_you_mean(str(spec["use"]), data, "name a question node"))
             return {"type": "info", "text": {"en": "?"}, "next": spec.get("next")}
         return {**{k: v for k, v in other.items() if k != "next"},  # (its ask_if too)
                 **{k: v for k, v in spec.items() if k != "use"}}
@@ -459,7 +453,7 @@ class _Builder:
         kind = spec.get("type")
         if kind not in NODE_KEYS:
             self.problem((*path, "type"), f"unknown node type '{kind}'",
-                         _did_you_mean(kind, NODE_KEYS, "use one of " + ", ".join(NODE_KEYS)))
+                         did_you_mean(kind, NODE_KEYS, "use one of " + ", ".join(NODE_KEYS)))
             return None
         required = ["type"] + (["level"] if kind == "outcome" else ["text"])
         required += ["next"] if kind != "outcome" else []
@@ -512,7 +506,7 @@ class _Builder:
             level = spec.get("level")
             if level not in LEVEL_IDS:
                 self.problem((*path, "level"), f"unknown level '{level}'",
-                             _did_you_mean(level, LEVEL_IDS, "use " + ", ".join(LEVEL_IDS)))
+                             did_you_mean(level, LEVEL_IDS, "use " + ", ".join(LEVEL_IDS)))
                 return None
             common["level"] = Level.parse(level)
             common["advice"] = self.text(spec.get("advice"), (*path, "advice"))
@@ -535,7 +529,7 @@ class _Builder:
             p = (*path, i) if isinstance(value, list) else path
             if name not in self.voc:
                 self.problem(p, f"unknown finding '{name}'",
-                             _did_you_mean(name, self.voc.findings, "use an id from FINDINGS.yaml"))
+                             did_you_mean(name, self.voc.findings, "use an id from FINDINGS.yaml"))
                 continue
             want = expected.get(kind)
             if want and self.voc[name].kind is not want:
@@ -635,7 +629,7 @@ class _Builder:
             finding = str(spec.get("finding", ""))
             if finding not in self.voc:
                 self.problem((*p, "finding"), f"unknown finding '{finding}'",
-                             _did_you_mean(finding, self.voc.findings,
+                             did_you_mean(finding, self.voc.findings,
                                            "use an id from FINDINGS.yaml"))
                 continue
             f = self.voc[finding]

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bot.errors import Problem
+from bot.errors import Problem, did_you_mean
 from bot.yamlsource import Path as YPath
 from bot.yamlsource import Source, dotted
 
@@ -186,8 +186,5 @@ def _leaves(data: Any, path: YPath = ()) -> Iterator[YPath]:
 
 
 def _near(key: YPath, expected: set[YPath]) -> str:
-    import difflib
-
-    same_parent = [k[-1] for k in expected if k[:-1] == key[:-1]]
-    close = difflib.get_close_matches(str(key[-1]), same_parent, n=1)
-    return f"did you mean '{close[0]}'?" if close else "remove it, or check the flow's ids"
+    same_parent = [str(k[-1]) for k in expected if k[:-1] == key[:-1]]
+    return did_you_mean(str(key[-1]), same_parent, "remove it, or check the flow's ids")

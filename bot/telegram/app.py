@@ -42,7 +42,7 @@ from telegram.warnings import PTBUserWarning
 
 from bot.conversation import Conversations, Decision
 from bot.settings import Settings
-from bot.store import Key, Outgoing, maintenance
+from bot.store import Conversation, Key, Outgoing, maintenance
 from bot.store.sqlite import SqliteStore
 from bot.telegram import inputs, render
 from bot.telegram.aiohttp_request import AiohttpRequest
@@ -280,24 +280,13 @@ class TelegramBot:
                 key.user_id in self.settings.admins and key.chat_id == key.user_id:
             await self._stats(key, event.payload)
             return True
-        decision: Decision | None = None
+        def decide(conv: Conversation) -> Decision:
+            if conv.blocked:  # they wrote to us again, so they unblocked the bot
+                conv = replace(conv, blocked=False)
+            return self.conversations.decide(conv, event, self.clock())
+
         async with self.locks(key):
-            sent = self.sent_ids.pop(key.user_id, ())
-            question = self.questions.pop(key, None)
-            try:
-                async with self.store.update(update_id, key, sent, question) as tx:
-                    if not tx.duplicate:
-                        conv = tx.conversation
-                        if conv.blocked:  # they wrote to us again, so they unblocked the bot
-                            conv = replace(conv, blocked=False)
-                        decision = self.conversations.decide(conv, event, self.clock())
-                        tx.save(decision.conversation, decision.log, decision.calls,
-                                decision.records)
-            except BaseException:  # rolled back: keep the bookkeeping for the next try
-                self.sent_ids[key.user_id] = (*sent, *self.sent_ids.get(key.user_id, ()))
-                if question is not None:
-                    self.questions.setdefault(key, question)
-                raise
+            decision = await self._commit(key, update_id, decide)
             if decision is not None:
                 self._count(decision.records)
             if query is not None:
@@ -496,6 +485,27 @@ class TelegramBot:
 
     # ------------------------------------------------------------ check-ins
 
+    async def _commit(self, key: Key, update_id: int | None,
+                      decide: Callable[[Conversation], Decision]) -> Decision | None:
+        """Under the person's lock: read their conversation, decide, and commit the new
+        state and the calls to make (with the bookkeeping of earlier sends), before
+        anything is sent. None for an update already handled."""
+        sent = self.sent_ids.pop(key.user_id, ())
+        question = self.questions.pop(key, None)
+        decision: Decision | None = None
+        try:
+            async with self.store.update(update_id, key, sent, question) as tx:
+                if not tx.duplicate:
+                    decision = decide(tx.conversation)
+                    tx.save(decision.conversation, decision.log, decision.calls,
+                            decision.records)
+        except BaseException:  # not committed: keep the bookkeeping for the next try
+            self.sent_ids[key.user_id] = (*sent, *self.sent_ids.get(key.user_id, ()))
+            if question is not None:
+                self.questions.setdefault(key, question)
+            raise
+        return decision
+
     async def run_due(self) -> int:
         """Send every check-in whose time has come (also those that fell due while the bot
         was down), each once: it is claimed in the same commit as its message, under the
@@ -505,19 +515,9 @@ class TelegramBot:
             async with self.locks(item.key):
                 if item.id not in {s.id for s in await self.store.scheduled(item.key)}:
                     continue  # handled meanwhile (cancelled, or claimed)
-                sent = self.sent_ids.pop(item.key.user_id, ())
-                question = self.questions.pop(item.key, None)
-                try:
-                    async with self.store.update(None, item.key, sent, question) as tx:
-                        decision = self.conversations.due(tx.conversation, item, now)
-                        tx.save(decision.conversation, decision.log, decision.calls,
-                                decision.records)
-                except BaseException:  # not committed: keep the bookkeeping for later
-                    self.sent_ids[item.key.user_id] = (*sent,
-                                                       *self.sent_ids.get(item.key.user_id, ()))
-                    if question is not None:
-                        self.questions.setdefault(item.key, question)
-                    raise
+                decision = await self._commit(
+                    item.key, None, lambda conv, item=item: self.conversations.due(conv, item, now))
+                assert decision is not None  # (no update id: never a duplicate)
                 self._count(decision.records)
                 await self.flush(item.key)
             handled += 1
