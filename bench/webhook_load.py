@@ -71,18 +71,17 @@ class Person:
         return self.fake.bot_messages(self.id)
 
     def settled(self, before: int, echo: bool) -> bool:
-        messages = self.messages()
-        if len(messages) <= before:
+        if self.fake.bot_message_count(self.id) <= before:
             return False
-        last = messages[-1]
+        last = self.fake.last_bot_message(self.id)
         return echo or bool(last.buttons()) or "This is not a diagnosis" in last.text
 
     async def act(self, push, echo: bool) -> None:
-        before = len(self.messages())
+        before = self.fake.bot_message_count(self.id)
         started = time.perf_counter()
         push()
         self.updates += 1
-        await self.fake.wait(lambda: self.settled(before, echo), timeout=120)
+        await self.fake.wait(lambda: self.settled(before, echo), timeout=120, chat=self.id)
         self.latencies.append(time.perf_counter() - started)
 
     async def say(self, text: str, echo: bool = False) -> None:
@@ -99,7 +98,7 @@ class Person:
         edits, started = q.edits, time.perf_counter()
         self.fake.press(self.id, q.message_id, data)
         self.updates += 1
-        await self.fake.wait(lambda: q.edits > edits, timeout=120)
+        await self.fake.wait(lambda: q.edits > edits, timeout=120, chat=self.id)
         self.latencies.append(time.perf_counter() - started)
 
 

@@ -135,7 +135,11 @@ class FakeTelegram:
         self._runner: web.AppRunner | None = None
         self._delivery: asyncio.Task | None = None
         self._session: aiohttp.ClientSession | None = None
-        self._changed = asyncio.Condition()
+        # wait() callers, by the chat whose calls can satisfy them (None: any call)
+        self._waiters: dict[Any, set[asyncio.Future]] = {}
+        self._bot_ids: dict[int, list[int]] = {}  # chat -> ids of the bot's messages in it
+        self._query_chats: dict[str, int] = {}  # callback query id -> its chat
+        self._deliverable = asyncio.Event()  # something may now go to the webhook
         self._closing = False
 
     # ------------------------------------------------------------ server
@@ -176,6 +180,12 @@ class FakeTelegram:
         self.calls.append((method, params))
         handler = getattr(self, "api_" + method.lower(), None)
         try:
+            return await self._call(method, handler, params)
+        finally:
+            self._notify(self._chat_of_call(params))
+
+    async def _call(self, method: str, handler: Any, params: dict[str, Any]) -> web.Response:
+        try:
             if self.failures.get(method):
                 raise self.failures[method].pop(0)
             if handler is None:
@@ -188,9 +198,29 @@ class FakeTelegram:
             if exc.retry_after is not None:
                 body["parameters"] = {"retry_after": exc.retry_after}
             return web.json_response(body, status=exc.code)
-        async with self._changed:
-            self._changed.notify_all()
         return web.json_response({"ok": True, "result": result})
+
+    def _chat_of_call(self, params: dict[str, Any]) -> int | None:
+        """The chat a call changes, if it names one we know."""
+        if "callback_query_id" in params:
+            return self._query_chats.get(str(params["callback_query_id"]))
+        try:
+            return int(params["chat_id"])
+        except (KeyError, TypeError, ValueError):
+            return None
+
+    def _notify(self, chat: int | None) -> None:
+        """Wake the waits a call to `chat` may have satisfied (every wait if unknown).
+
+        Waking only that chat's waits keeps the simulated crowd cheap: a load of
+        50 people would otherwise re-check 50 predicates on every call.
+        """
+        groups = self._waiters.values() if chat is None else \
+            (self._waiters.get(chat, ()), self._waiters.get(None, ()))
+        for group in groups:
+            for woken in group:
+                if not woken.done():
+                    woken.set_result(None)
 
     async def _params(self, request: web.Request) -> dict[str, Any]:
         if request.content_type == "application/json":
@@ -233,6 +263,7 @@ class FakeTelegram:
         self.webhook = {"url": p["url"], "secret": p.get("secret_token"),
                         "allowed": p.get("allowed_updates")}
         self._new_update.set()
+        self._deliverable.set()
         return True
 
     async def api_deletewebhook(self, p: dict) -> bool:
@@ -316,6 +347,7 @@ class FakeTelegram:
         m = Message(chat, next(self._msg_ids), shown, raw, True, markup)
         self.messages[(chat, m.message_id)] = m
         self.chats[chat].append(m.message_id)
+        self._bot_ids.setdefault(chat, []).append(m.message_id)
         return self._message_json(m)
 
     def _existing(self, p: dict) -> Message:
@@ -372,6 +404,7 @@ class FakeTelegram:
         update["update_id"] = next(self._ids)
         self.updates.append(update)
         self._new_update.set()
+        self._deliverable.set()
         return update["update_id"]
 
     def type(self, user_id: int, text: str) -> int:
@@ -400,6 +433,7 @@ class FakeTelegram:
         m = self.messages[(chat_id or user_id, message_id)]
         qid = str(next(self._query_ids))
         self.queries[qid] = False
+        self._query_chats[qid] = m.chat_id
         person = self._person(user_id) | ({"username": username} if username else {})
         return self._push({"callback_query": {
             "id": qid, "from": person, "chat_instance": str(m.chat_id),
@@ -422,8 +456,14 @@ class FakeTelegram:
     # ------------------------------------------------------------ reading the chat
 
     def bot_messages(self, chat_id: int) -> list[Message]:
-        return [self.messages[(chat_id, i)] for i in self.chats.get(chat_id, [])
-                if self.messages[(chat_id, i)].from_bot]
+        return [self.messages[(chat_id, i)] for i in self._bot_ids.get(chat_id, [])]
+
+    def bot_message_count(self, chat_id: int) -> int:
+        return len(self._bot_ids.get(chat_id, ()))
+
+    def last_bot_message(self, chat_id: int) -> Message | None:
+        ids = self._bot_ids.get(chat_id)
+        return self.messages[(chat_id, ids[-1])] if ids else None
 
     def last_question(self, chat_id: int) -> Message | None:
         """The newest bot message that still has buttons."""
@@ -432,33 +472,49 @@ class FakeTelegram:
                 return m
         return None
 
-    async def wait(self, predicate, timeout: float = 10.0) -> None:
-        """Wait until `predicate()` is true (checked whenever the bot calls the API)."""
+    async def wait(self, predicate, timeout: float = 10.0, chat: int | None = None) -> None:
+        """Wait until `predicate()` is true, checked whenever the bot calls the API
+        (only calls to `chat`, when given) and at least every 0.2 s."""
         deadline = time.monotonic() + timeout
-        async with self._changed:
-            while not predicate():
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise AssertionError("timed out waiting for the bot")
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(self._changed.wait(), min(left, 0.2))
+        loop = asyncio.get_running_loop()
+        waiters = self._waiters.setdefault(chat, set())
+        while not predicate():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError("timed out waiting for the bot")
+            woken = loop.create_future()
+            waiters.add(woken)
+            timer = loop.call_later(min(left, 0.2), _wake, woken)
+            try:
+                await woken
+            finally:
+                timer.cancel()
+                waiters.discard(woken)
 
     # ------------------------------------------------------------ webhook delivery
 
     async def _deliver_forever(self) -> None:
-        """Deliver queued updates to the webhook: per chat in order, until a 2xx."""
+        """Deliver queued updates to the webhook: per chat in order, until a 2xx.
+
+        Woken when an update is queued or a delivery ends (and every 50 ms anyway),
+        not by polling, so the fake adds no delay of its own to each update.
+        """
         busy: dict[Any, asyncio.Task] = {}
         while True:
-            if self.webhook is None or not self.updates:
-                await asyncio.sleep(0.01)  # (getUpdates owns the new-update event)
-                continue
-            for update in list(self.updates):
-                chat = _chat_of(update)
-                if chat in busy and not busy[chat].done():
-                    continue
-                self.updates.remove(update)
-                busy[chat] = asyncio.create_task(self._post(update))
-            await asyncio.sleep(0.005)
+            self._deliverable.clear()
+            if self.webhook is not None and self.updates:
+                waiting = []
+                for update in self.updates:
+                    chat = _chat_of(update)
+                    if chat in busy and not busy[chat].done():
+                        waiting.append(update)  # after the chat's update in flight
+                        continue
+                    busy[chat] = task = asyncio.create_task(self._post(update))
+                    task.add_done_callback(lambda _: self._deliverable.set())
+                self.updates[:] = waiting
+                busy = {chat: task for chat, task in busy.items() if not task.done()}
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._deliverable.wait(), 0.05)
 
     async def _post(self, update: dict[str, Any]) -> None:
         assert self._session is not None
@@ -495,6 +551,11 @@ class FakeTelegram:
             method = body.pop("method")
             self.webhook_replies.append(method)
             await self._invoke(method, body)
+
+
+def _wake(woken: asyncio.Future) -> None:
+    if not woken.done():
+        woken.set_result(None)
 
 
 def _chat_of(update: dict[str, Any]) -> Any:
