@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import time
 from collections.abc import AsyncIterator
@@ -13,12 +12,18 @@ from pathlib import Path
 from typing import Any
 
 import aiosqlite
+import orjson
 
 from bot.session import LogEntry
 from bot.store import Conversation, Key, Outgoing, Scheduled, codec
 from bot.store.migrations import MIGRATIONS
 
 PROCESSED_KEEP_SECONDS = 2 * 24 * 3600  # Telegram gives up redelivering well before this
+
+
+def _dumps(value: Any) -> str:
+    """JSON text as the stdlib would accept it back (orjson: a tenth of json.dumps' time)."""
+    return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
 
 
 class SqliteTransaction:
@@ -54,6 +59,10 @@ class SqliteStore:
         self.lock = asyncio.Lock()  # one write connection: one transaction at a time
         self._queue: list[tuple[_Write, asyncio.Future]] = []
         self._writer: asyncio.Task | None = None
+        # The committed outbox, by user: a mirror of the table, changed only after each
+        # commit (this process is its only writer), so sending needs no read per update.
+        self._outbox: dict[int, list[Outgoing]] = {}
+        self._next_outbox_id = 1
 
     async def open(self) -> None:
         if str(self.path) != ":memory:" and not self.path.exists():
@@ -67,6 +76,7 @@ class SqliteStore:
         await self.db.execute("PRAGMA foreign_keys=ON")
         await self.db.execute("PRAGMA busy_timeout=5000")
         await self.migrate()
+        await self._load_outbox()
         if str(self.path) == ":memory:":
             self.reader = self.db
         else:  # WAL: reads on their own connection see only committed data and
@@ -105,6 +115,35 @@ class SqliteStore:
             version = number
         return version
 
+    async def _load_outbox(self) -> None:
+        assert self.db is not None
+        self._outbox = {}
+        rows = await self.db.execute_fetchall(
+            "SELECT id, chat_id, user_id, method, params FROM outbox ORDER BY id")
+        for r in rows:
+            self._outbox.setdefault(r[2], []).append(
+                Outgoing(r[0], Key(r[1], r[2]), r[3], orjson.loads(r[4])))
+        self._next_outbox_id = (rows[-1][0] + 1) if rows else 1
+
+    def _outgoing(self, key: Key, method: str, params: dict[str, Any]) -> tuple[Outgoing, str]:
+        """A new outbox call with the next id, and its params as stored. The mirror gets
+        the params read back from that text, exactly what a restart would load."""
+        text = _dumps(params)
+        out = Outgoing(self._next_outbox_id, key, method, orjson.loads(text))
+        self._next_outbox_id += 1
+        return out, text
+
+    def _mirror(self, added: list[Outgoing], sent: dict[int, set[int]]) -> None:
+        """Apply a commit's outbox changes to the mirror (only after it committed)."""
+        for user, ids in sent.items():
+            kept = [out for out in self._outbox.get(user, ()) if out.id not in ids]
+            if kept:
+                self._outbox[user] = kept
+            else:
+                self._outbox.pop(user, None)
+        for out in added:
+            self._outbox.setdefault(out.key.user_id, []).append(out)
+
     @contextlib.asynccontextmanager
     async def update(self, update_id: int | None, key: Key, sent: tuple[int, ...] = (),
                      question: tuple[int, int] | None = None,
@@ -137,8 +176,8 @@ class SqliteStore:
         if interview is None:
             return Conversation(key), bool(duplicate)
         return Conversation(
-            key, codec.decode(session) if session else None, interview,
-            question, tuple(json.loads(draft)), bool(blocked), json.loads(extra)), bool(duplicate)
+            key, codec.decode(session) if session else None, interview, question,
+            tuple(orjson.loads(draft)), bool(blocked), orjson.loads(extra)), bool(duplicate)
 
     async def _commit(self, write: _Write) -> None:
         """Queue one update's writes for the next group commit and wait for it."""
@@ -180,17 +219,22 @@ class SqliteStore:
             ("UPDATE conversations SET question_message = ? WHERE chat_id = ? AND user_id = ?"
              " AND interview = ?", [(w.question[1], w.key.chat_id, w.key.user_id, w.question[0])
                                     for w in writes if w.question is not None])]
+        added: list[Outgoing] = []
+        sent: dict[int, set[int]] = {}
+        for w in writes:
+            sent.setdefault(w.key.user_id, set()).update(w.sent)
         async with self.lock:
             await self.db.execute("BEGIN IMMEDIATE")
             try:
                 for sql, rows in statements:
                     if rows:  # each call is a trip to the database thread
                         await self.db.executemany(sql, rows)
-                await self._save([w.saved for w in writes if w.saved], now)
+                await self._save([w.saved for w in writes if w.saved], now, added)
                 await self.db.execute("COMMIT")
             except BaseException:
                 await self.db.execute("ROLLBACK")
                 raise
+            self._mirror(added, sent)
 
     async def _bookkeeping(self, key: Key, sent: tuple[int, ...],
                            question: tuple[int, int] | None) -> None:
@@ -222,9 +266,11 @@ class SqliteStore:
             except BaseException:
                 await self.db.execute("ROLLBACK")
                 raise
+            self._mirror([], {user: set(ids) for user, ids in sent.items()})
 
-    async def _save(self, saved: list[tuple], now: float) -> None:
-        """Write new conversation states, their log, outbox calls and records."""
+    async def _save(self, saved: list[tuple], now: float, added: list[Outgoing]) -> None:
+        """Write new conversation states, their log, outbox calls (each also put in
+        `added`) and records."""
         assert self.db is not None
         if not saved:
             return
@@ -236,25 +282,30 @@ class SqliteStore:
             " draft = excluded.draft, extra = excluded.extra, blocked = excluded.blocked,"
             " updated_at = excluded.updated_at",
             [(c.key.chat_id, c.key.user_id, codec.encode(c.session) if c.session else None,
-              c.interview, c.question_message, json.dumps(list(c.draft)), json.dumps(c.extra),
+              c.interview, c.question_message, _dumps(list(c.draft)), _dumps(c.extra),
               int(c.blocked), now) for c, _, _, _ in saved])
         log_rows = [(c.key.chat_id, c.key.user_id, c.interview, now, e.event, e.node,
-                     e.finding, json.dumps(e.value)) for c, log, _, _ in saved for e in log]
+                     e.finding, _dumps(e.value)) for c, log, _, _ in saved for e in log]
         if log_rows:
             await self.db.executemany(
                 "INSERT INTO answer_log (chat_id, user_id, interview, at, event, node, finding,"
                 " value) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", log_rows)
-        calls = [(c.key.chat_id, c.key.user_id, method, json.dumps(params))
-                 for c, _, calls, _ in saved for method, params in calls]
-        if calls:
+        rows = []
+        for c, _, calls, _ in saved:
+            for method, params in calls:
+                out, text = self._outgoing(c.key, method, params)
+                added.append(out)
+                rows.append((out.id, c.key.chat_id, c.key.user_id, method, text))
+        if rows:
             await self.db.executemany(
-                "INSERT INTO outbox (chat_id, user_id, method, params) VALUES (?, ?, ?, ?)",
-                calls)
+                "INSERT INTO outbox (id, chat_id, user_id, method, params) VALUES (?, ?, ?, ?, ?)",
+                rows)
         for conv, _, _, records in saved:
             for kind, data in records:
-                await self._record(conv.key, kind, data, now)
+                await self._record(conv.key, kind, data, now, added)
 
-    async def _record(self, key: Key, kind: str, data: dict[str, Any], now: float) -> None:
+    async def _record(self, key: Key, kind: str, data: dict[str, Any], now: float,
+                      added: list[Outgoing]) -> None:
         assert self.db is not None
         if kind == "schedule":  # a check-in or reminder; replaces pending ones of its kind
             await self.db.execute(
@@ -290,9 +341,12 @@ class SqliteStore:
                       "parse_mode": "HTML", "_alert": alert_id, "_notify": data.get("notify"),
                       "reply_markup": {"inline_keyboard": [[{
                           "text": data["button"], "callback_data": f"!take|{alert_id}"}]]}}
+            out, text = self._outgoing(Key(data["staff_chat"], key.user_id), "sendMessage",
+                                       params)
+            added.append(out)
             await self.db.execute(
-                "INSERT INTO outbox (chat_id, user_id, method, params) VALUES (?, ?, ?, ?)",
-                (data["staff_chat"], key.user_id, "sendMessage", json.dumps(params)))
+                "INSERT INTO outbox (id, chat_id, user_id, method, params) VALUES (?, ?, ?, ?, ?)",
+                (out.id, data["staff_chat"], key.user_id, "sendMessage", text))
 
     async def due(self, now: float, limit: int = 100) -> list[Scheduled]:
         """Pending check-ins and reminders whose time has come, oldest first."""
@@ -312,16 +366,12 @@ class SqliteStore:
         return [Scheduled(r[0], Key(r[1], r[2]), r[3], r[4], r[5]) for r in rows]
 
     async def pending(self, key: Key | None = None) -> list[Outgoing]:
-        """Calls committed but not yet made, oldest first (for one conversation or all)."""
-        assert self.db is not None
-        query = "SELECT id, chat_id, user_id, method, params FROM outbox"
-        args: tuple = ()
-        if key is not None:  # everything sent on this person's behalf, alerts included
-            query += " WHERE user_id = ?"
-            args = (key.user_id,)
-        assert self.reader is not None
-        rows = await self.reader.execute_fetchall(query + " ORDER BY id", args)
-        return [Outgoing(r[0], Key(r[1], r[2]), r[3], json.loads(r[4])) for r in rows]
+        """Calls committed but not yet made, oldest first (for one conversation or all:
+        for a person, everything sent on their behalf, alerts included)."""
+        if key is not None:
+            return list(self._outbox.get(key.user_id, ()))
+        return sorted((out for calls in self._outbox.values() for out in calls),
+                      key=lambda out: out.id)
 
     async def set_blocked(self, key: Key) -> None:
         """The person blocked the bot: stop sending, drop what was waiting."""
@@ -333,6 +383,8 @@ class SqliteStore:
             await self.db.execute("DELETE FROM outbox WHERE chat_id = ? AND user_id = ?",
                                   (key.chat_id, key.user_id))
             await self.db.execute("COMMIT")
+            self._mirror([], {key.user_id: {out.id for out in self._outbox.get(key.user_id, ())
+                                            if out.key == key}})
 
     async def forget(self, user_id: int) -> int:
         """Erase every row about this person, for real. Returns rows deleted."""
@@ -344,6 +396,7 @@ class SqliteStore:
                 cur = await self.db.execute(f"DELETE FROM {table} WHERE user_id = ?", (user_id,))
                 total += cur.rowcount
             await self.db.execute("COMMIT")
+            self._outbox.pop(user_id, None)
         return total
 
     async def purge(self, older_than_days: float) -> int:
