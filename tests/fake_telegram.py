@@ -140,6 +140,7 @@ class FakeTelegram:
         self._bot_ids: dict[int, list[int]] = {}  # chat -> ids of the bot's messages in it
         self._query_chats: dict[str, int] = {}  # callback query id -> its chat
         self._deliverable = asyncio.Event()  # something may now go to the webhook
+        self._posting: set[asyncio.Task] = set()  # webhook deliveries in flight
         self._closing = False
 
     # ------------------------------------------------------------ server
@@ -165,6 +166,9 @@ class FakeTelegram:
             self._delivery.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._delivery
+        for task in self._posting:
+            task.cancel()
+        await asyncio.gather(*self._posting, return_exceptions=True)
         if self._session:
             await self._session.close()
         if self._runner:
@@ -510,11 +514,16 @@ class FakeTelegram:
                         waiting.append(update)  # after the chat's update in flight
                         continue
                     busy[chat] = task = asyncio.create_task(self._post(update))
-                    task.add_done_callback(lambda _: self._deliverable.set())
+                    self._posting.add(task)
+                    task.add_done_callback(self._delivered)
                 self.updates[:] = waiting
                 busy = {chat: task for chat, task in busy.items() if not task.done()}
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._deliverable.wait(), 0.05)
+
+    def _delivered(self, task: asyncio.Task) -> None:
+        self._posting.discard(task)
+        self._deliverable.set()
 
     async def _post(self, update: dict[str, Any]) -> None:
         assert self._session is not None
