@@ -476,6 +476,8 @@ async def test_a_bad_webhook_body_is_logged_without_its_content(fake, flow, tmp_
             assert r.status == 400
         logging.getLogger("some.library").info("calling %s/bot%s/getMe", fake.base_url,
                                                fake.token)
+        logging.getLogger("some.library").warning(  # in the text itself, numbers as args
+            "POST /bot" + fake.token + "/getMe: %d after %.1f s", 502, 0.5)
     assert "not a valid update" in caplog.text
     assert "saddle" not in caplog.text
     assert fake.token not in caplog.text and "<token>" in caplog.text, "the token is redacted"

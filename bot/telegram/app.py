@@ -91,6 +91,8 @@ def redact_token_everywhere(token: str) -> None:
 
     def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
         record = previous(*args, **kwargs)
+        if _plain(record, token):  # e.g. the per-update line: ids and numbers only
+            return record
         message = record.getMessage()
         if token in message:
             record.msg, record.args = message.replace(token, "<token>"), ()
@@ -98,6 +100,15 @@ def redact_token_everywhere(token: str) -> None:
 
     factory.redacts = token  # type: ignore[attr-defined]
     logging.setLogRecordFactory(factory)
+
+
+def _plain(record: logging.LogRecord, token: str) -> bool:
+    """True if the record cannot show the token: a text without it, with only numbers
+    (or no) arguments. Saves formatting every message twice."""
+    args = record.args
+    return isinstance(record.msg, str) and token not in record.msg and (
+        not args or (isinstance(args, tuple) and all(
+            type(a) in (int, float, bool) or a is None for a in args)))
 
 
 class KeyedLocks:
