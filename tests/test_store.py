@@ -11,8 +11,8 @@ import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bot.store import Key
-from bot.store.sqlite import SqliteStore
+from bot.store import Conversation, Key
+from bot.store.sqlite import SqliteStore, _conversation
 
 PEOPLE = [Key(1, 1), Key(2, 2), Key(-100, 1)]  # two private chats, one group chat of person 1
 
@@ -98,3 +98,83 @@ def test_a_failed_commit_leaves_no_call_to_send(tmp_path):
             await store.close()
 
     asyncio.run(run())
+
+
+# ------------------------------------------------------------ kept conversation rows
+
+row_steps = st.lists(st.tuples(
+    st.sampled_from(["save", "save", "redelivered", "question", "settle", "blocked", "forget",
+                     "purge", "reopen"]),
+    st.integers(0, len(PEOPLE) - 1), st.integers(0, 5)), max_size=30)
+
+
+async def read_fresh(path: Path, key: Key) -> Conversation:
+    """The conversation as the table has it (read directly, nothing kept in memory)."""
+    with sqlite3.connect(path) as db:
+        row = db.execute("SELECT session, interview, question_message, draft, extra, blocked"
+                         " FROM conversations WHERE chat_id = ? AND user_id = ?",
+                         (key.chat_id, key.user_id)).fetchone()
+    return Conversation(key) if row is None else _conversation(key, row)
+
+
+@settings(max_examples=150, deadline=None)
+@given(row_steps)
+def test_a_kept_conversation_always_reads_like_the_table(plan):
+    """A person's next update reads their row from memory: after any mix of saves,
+    redelivered updates, question bookkeeping, blocks, /forget, the retention purge and
+    restarts it must read exactly as the table, and a redelivered update changes nothing."""
+    from dataclasses import replace
+
+    async def run(path: Path) -> None:
+        store = SqliteStore(path)
+        await store.open()
+        update_ids = iter(range(1, 10_000))
+        done: list[tuple[Key, int]] = []  # (person, update id) handled
+        try:
+            for kind, who, n in plan:
+                key = PEOPLE[who]
+                if kind == "save":
+                    uid = next(update_ids)
+                    async with store.update(uid, key) as tx:
+                        c = tx.conversation
+                        tx.save(replace(c, interview=c.interview + n % 2, question_message=n,
+                                        draft=("a",) * n, extra={**c.extra, "n": n},
+                                        blocked=False), (), [("sendMessage", {"n": n})])
+                    assert not tx.duplicate
+                    done.append((key, uid))
+                elif kind == "redelivered" and done:
+                    old_key, uid = done[n % len(done)]
+                    before = await read_fresh(path, old_key)
+                    async with store.update(uid, old_key) as tx:
+                        if not tx.duplicate:
+                            tx.save(replace(tx.conversation, extra={"changed": True}), (),
+                                    [("sendMessage", {"again": True})])
+                    assert tx.duplicate, "an update handled before is reported as such"
+                    assert await read_fresh(path, old_key) == before
+                    assert not any(o.params.get("again") for o in await store.pending())
+                elif kind == "question":
+                    c = await read_fresh(path, key)
+                    async with store.update(None, key, (), (c.interview, 100 + n)):
+                        pass
+                elif kind == "settle":
+                    c = await read_fresh(path, key)
+                    await store.settle({}, {key: (c.interview, 200 + n)})
+                elif kind == "blocked":
+                    await store.set_blocked(key)
+                elif kind == "forget":
+                    await store.forget(key.user_id)
+                elif kind == "purge":
+                    await store.purge(-1)  # everything is older than "in a day"
+                else:
+                    await store.close()
+                    store = SqliteStore(path)
+                    await store.open()
+                for person in PEOPLE:
+                    async with store.update(None, person) as tx:
+                        kept = tx.conversation
+                    assert kept == await read_fresh(path, person), (kind, person)
+        finally:
+            await store.close()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        asyncio.run(run(Path(tmp) / "s.sqlite3"))

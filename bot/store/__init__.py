@@ -56,7 +56,9 @@ class Scheduled:
 
 
 class Transaction(Protocol):
-    duplicate: bool  # this update id was already handled: change nothing
+    # This update id was already handled: change nothing. May only turn true when the
+    # block ends (the store can find out at the commit, and then saves nothing).
+    duplicate: bool
     conversation: Conversation
 
     def save(self, conversation: Conversation, log: tuple[LogEntry, ...],

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import os
 import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -19,6 +20,7 @@ from bot.store import Conversation, Key, Outgoing, Scheduled, codec
 from bot.store.migrations import MIGRATIONS
 
 PROCESSED_KEEP_SECONDS = 2 * 24 * 3600  # Telegram gives up redelivering well before this
+ROWS_KEPT = 4096  # conversations whose committed row stays in memory (a few MB at most)
 
 
 def _dumps(value: Any) -> str:
@@ -47,6 +49,12 @@ class _Write:
     sent: tuple[int, ...]
     question: tuple[int, int] | None
     saved: tuple | None
+    checked: bool  # the update id was already looked up (else: by the batch, before saving)
+
+
+# A conversation's row as committed: session, interview, question_message, draft, extra,
+# blocked (the texts exactly as stored, so a kept row reads back like the table's).
+Row = tuple[str | None, int, int | None, str, str, int]
 
 
 class SqliteStore:
@@ -63,6 +71,9 @@ class SqliteStore:
         # commit (this process is its only writer), so sending needs no read per update.
         self._outbox: dict[int, list[Outgoing]] = {}
         self._next_outbox_id = 1
+        # The rows of recently active conversations, as committed (kept up to date the
+        # same way), so a person's next update needs no read.
+        self._rows: OrderedDict[Key, Row] = OrderedDict()
 
     async def open(self) -> None:
         if str(self.path) != ":memory:" and not self.path.exists():
@@ -156,14 +167,24 @@ class SqliteStore:
         returns only after that commit. `sent` (outbox ids Telegram accepted) and
         `question` ((interview, message id) of the last question sent) are bookkeeping
         from the previous update, written in the same commit.
+
+        A recently active person's row is kept in memory as committed, so there is no
+        read: whether the update was handled before is then looked up in the commit's
+        transaction, and `tx.duplicate` turns true after the block if it was.
         """
-        conversation, duplicate = await self._read(key, update_id)
+        row = self._rows.get(key)
+        if row is not None:  # a redelivered update is then caught by its commit
+            self._rows.move_to_end(key)
+            conversation, duplicate = _conversation(key, row), False
+        else:
+            conversation, duplicate = await self._read(key, update_id)
         if question is not None and conversation.interview == question[0]:
             conversation = replace(conversation, question_message=question[1])
         tx = SqliteTransaction(duplicate, conversation)
         yield tx
         saved = tx.saved if not duplicate else None
-        await self._commit(_Write(update_id, key, sent, question, saved))
+        if await self._commit(_Write(update_id, key, sent, question, saved, row is None)):
+            tx.duplicate = True  # handled before: nothing of this one was saved
 
     async def _read(self, key: Key, update_id: int | None) -> tuple[Conversation, bool]:
         assert self.reader is not None
@@ -172,20 +193,31 @@ class SqliteStore:
             " EXISTS (SELECT 1 FROM processed_updates WHERE update_id = ?)"
             " FROM (SELECT 1) LEFT JOIN conversations c ON c.chat_id = ? AND c.user_id = ?",
             (update_id, key.chat_id, key.user_id))
-        session, interview, question, draft, extra, blocked, duplicate = next(iter(rows))
-        if interview is None:
+        *row, duplicate = next(iter(rows))
+        if row[1] is None:
             return Conversation(key), bool(duplicate)
-        return Conversation(
-            key, codec.decode(session) if session else None, interview, question,
-            tuple(orjson.loads(draft)), bool(blocked), orjson.loads(extra)), bool(duplicate)
+        return _conversation(key, tuple(row)), bool(duplicate)  # type: ignore[arg-type]
 
-    async def _commit(self, write: _Write) -> None:
-        """Queue one update's writes for the next group commit and wait for it."""
+    def _keep(self, key: Key, row: Row) -> None:
+        self._rows[key] = row
+        self._rows.move_to_end(key)
+        while len(self._rows) > ROWS_KEPT:
+            self._rows.popitem(last=False)
+
+    def _question_sent(self, key: Key, question: tuple[int, int]) -> None:
+        """A kept row gets the bookkeeping's question message as the table does."""
+        row = self._rows.get(key)
+        if row is not None and row[1] == question[0]:
+            self._rows[key] = (row[0], row[1], question[1], row[3], row[4], row[5])
+
+    async def _commit(self, write: _Write) -> bool:
+        """Queue one update's writes for the next group commit and wait for it. True if
+        the update turned out to be handled already (its state was then not saved)."""
         done = asyncio.get_running_loop().create_future()
         self._queue.append((write, done))
         if self._writer is None or self._writer.done():
             self._writer = asyncio.create_task(self._write_batches())
-        await asyncio.shield(done)  # a cancelled caller must not cancel others' commit
+        return await asyncio.shield(done)  # a cancelled caller must not cancel others' commit
 
     async def _write_batches(self) -> None:
         """Commit queued writes, all waiting updates in one transaction, until none wait.
@@ -196,22 +228,26 @@ class SqliteStore:
         while self._queue:
             batch, self._queue = self._queue, []
             try:
-                await self._transaction([w for w, _ in batch])
+                handled = await self._transaction([w for w, _ in batch])
             except Exception:
                 for write, done in batch:
                     try:
-                        await self._transaction([write])
+                        handled = await self._transaction([write])
                     except Exception as exc:  # handed to the waiting update
+                        self._rows.pop(write.key, None)
                         done.set_exception(exc)
                     else:
-                        done.set_result(None)
+                        done.set_result(write.update_id in handled)
             else:
-                for _, done in batch:
-                    done.set_result(None)
+                for write, done in batch:
+                    done.set_result(write.update_id in handled)
 
-    async def _transaction(self, writes: list[_Write]) -> None:
+    async def _transaction(self, writes: list[_Write]) -> set[int]:
+        """Commit these writes; return the update ids among them handled before (whose
+        new state is then not saved)."""
         assert self.db is not None
         now = time.time()
+        unchecked = [w.update_id for w in writes if not w.checked and w.update_id is not None]
         statements = [
             ("INSERT OR IGNORE INTO processed_updates (update_id, at) VALUES (?, ?)",
              [(w.update_id, now) for w in writes if w.update_id is not None]),
@@ -226,15 +262,27 @@ class SqliteStore:
         async with self.lock:
             await self.db.execute("BEGIN IMMEDIATE")
             try:
+                handled: set[int] = set()
+                if unchecked:  # inside the write transaction: nothing can add one meanwhile
+                    handled = {r[0] for r in await self.db.execute_fetchall(
+                        "SELECT update_id FROM processed_updates WHERE update_id IN"
+                        f" ({','.join('?' * len(unchecked))})", unchecked)}
                 for sql, rows in statements:
                     if rows:  # each call is a trip to the database thread
                         await self.db.executemany(sql, rows)
-                await self._save([w.saved for w in writes if w.saved], now, added)
+                saved = [w.saved for w in writes if w.saved and w.update_id not in handled]
+                kept = await self._save(saved, now, added)
                 await self.db.execute("COMMIT")
             except BaseException:
                 await self.db.execute("ROLLBACK")
                 raise
             self._mirror(added, sent)
+            for w in writes:
+                if w.question is not None:
+                    self._question_sent(w.key, w.question)
+            for key, row in kept:
+                self._keep(key, row)
+        return handled
 
     async def _bookkeeping(self, key: Key, sent: tuple[int, ...],
                            question: tuple[int, int] | None) -> None:
@@ -267,13 +315,20 @@ class SqliteStore:
                 await self.db.execute("ROLLBACK")
                 raise
             self._mirror([], {user: set(ids) for user, ids in sent.items()})
+            for key, question in questions.items():
+                self._question_sent(key, question)
 
-    async def _save(self, saved: list[tuple], now: float, added: list[Outgoing]) -> None:
+    async def _save(self, saved: list[tuple], now: float,
+                    added: list[Outgoing]) -> list[tuple[Key, Row]]:
         """Write new conversation states, their log, outbox calls (each also put in
-        `added`) and records."""
+        `added`) and records; return the conversations' rows as written."""
         assert self.db is not None
         if not saved:
-            return
+            return []
+        rows: list[tuple[Key, Row]] = [
+            (c.key, (codec.encode(c.session) if c.session else None, c.interview,
+                     c.question_message, _dumps(list(c.draft)), _dumps(c.extra), int(c.blocked)))
+            for c, _, _, _ in saved]
         await self.db.executemany(
             "INSERT INTO conversations (chat_id, user_id, session, interview, question_message,"
             " draft, extra, blocked, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
@@ -281,28 +336,27 @@ class SqliteStore:
             " interview = excluded.interview, question_message = excluded.question_message,"
             " draft = excluded.draft, extra = excluded.extra, blocked = excluded.blocked,"
             " updated_at = excluded.updated_at",
-            [(c.key.chat_id, c.key.user_id, codec.encode(c.session) if c.session else None,
-              c.interview, c.question_message, _dumps(list(c.draft)), _dumps(c.extra),
-              int(c.blocked), now) for c, _, _, _ in saved])
+            [(key.chat_id, key.user_id, *row, now) for key, row in rows])
         log_rows = [(c.key.chat_id, c.key.user_id, c.interview, now, e.event, e.node,
                      e.finding, _dumps(e.value)) for c, log, _, _ in saved for e in log]
         if log_rows:
             await self.db.executemany(
                 "INSERT INTO answer_log (chat_id, user_id, interview, at, event, node, finding,"
                 " value) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", log_rows)
-        rows = []
+        outbox = []
         for c, _, calls, _ in saved:
             for method, params in calls:
                 out, text = self._outgoing(c.key, method, params)
                 added.append(out)
-                rows.append((out.id, c.key.chat_id, c.key.user_id, method, text))
-        if rows:
+                outbox.append((out.id, c.key.chat_id, c.key.user_id, method, text))
+        if outbox:
             await self.db.executemany(
                 "INSERT INTO outbox (id, chat_id, user_id, method, params) VALUES (?, ?, ?, ?, ?)",
-                rows)
+                outbox)
         for conv, _, _, records in saved:
             for kind, data in records:
                 await self._record(conv.key, kind, data, now, added)
+        return rows
 
     async def _record(self, key: Key, kind: str, data: dict[str, Any], now: float,
                       added: list[Outgoing]) -> None:
@@ -385,6 +439,9 @@ class SqliteStore:
             await self.db.execute("COMMIT")
             self._mirror([], {key.user_id: {out.id for out in self._outbox.get(key.user_id, ())
                                             if out.key == key}})
+            row = self._rows.get(key)
+            if row is not None:
+                self._rows[key] = (*row[:5], 1)
 
     async def forget(self, user_id: int) -> int:
         """Erase every row about this person, for real. Returns rows deleted."""
@@ -397,6 +454,8 @@ class SqliteStore:
                 total += cur.rowcount
             await self.db.execute("COMMIT")
             self._outbox.pop(user_id, None)
+            for key in [k for k in self._rows if k.user_id == user_id]:
+                del self._rows[key]
         return total
 
     async def purge(self, older_than_days: float) -> int:
@@ -416,6 +475,7 @@ class SqliteStore:
             await self.db.execute("DELETE FROM processed_updates WHERE at < ?",
                                   (time.time() - PROCESSED_KEEP_SECONDS,))
             await self.db.execute("COMMIT")
+            self._rows.clear()  # (some of them may be gone now)
         return cur.rowcount
 
     # ------------------------------------------------------------ alerts, groups, statistics
@@ -494,3 +554,9 @@ class SqliteStore:
         async with self.lock:
             assert self.db is not None
             await self.db.execute(sql, args)
+
+
+def _conversation(key: Key, row: Row) -> Conversation:
+    session, interview, question, draft, extra, blocked = row
+    return Conversation(key, codec.decode(session) if session else None, interview, question,
+                        tuple(orjson.loads(draft)), bool(blocked), orjson.loads(extra))

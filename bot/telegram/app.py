@@ -511,6 +511,8 @@ class TelegramBot:
                     decision = decide(tx.conversation)
                     tx.save(decision.conversation, decision.log, decision.calls,
                             decision.records)
+            if tx.duplicate:  # (the store may only find out when committing)
+                decision = None
         except BaseException:  # not committed: keep the bookkeeping for the next try
             self.sent_ids[key.user_id] = (*sent, *self.sent_ids.get(key.user_id, ()))
             if question is not None:
