@@ -47,9 +47,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def cpu_seconds(pid: int) -> tuple[float, float]:
-    """(user, system) CPU seconds of a process, all its threads included."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+def cpu_seconds(pid: int, thread: int | None = None) -> tuple[float, float]:
+    """(user, system) CPU seconds of a process, all its threads included (or of one)."""
+    stat = f"/proc/{pid}/task/{thread}/stat" if thread else f"/proc/{pid}/stat"
+    fields = Path(stat).read_text().rsplit(")", 1)[1].split()
     return int(fields[11]) / TICKS, int(fields[12]) / TICKS
 
 
@@ -159,11 +160,13 @@ async def run_target(name: str, people: int, per_person: int, rounds: int, tmp: 
         for p in crowd:
             fake.chats.setdefault(p.id, [])
         cpu0, t0, own0 = cpu_seconds(proc.pid), time.perf_counter(), time.process_time()
+        main0 = sum(cpu_seconds(proc.pid, proc.pid))  # the event loop's thread
         if name == "triagebot":
             await asyncio.gather(*(interview(p, i, rounds) for i, p in enumerate(crowd)))
         else:
             await asyncio.gather(*(echo_chat(p, per_person) for p in crowd))
         wall, (user, system) = time.perf_counter() - t0, cpu_seconds(proc.pid)
+        main = sum(cpu_seconds(proc.pid, proc.pid)) - main0
         user, system = user - cpu0[0], system - cpu0[1]
         own = time.process_time() - own0  # the fake server and the simulated people
         updates = sum(p.updates for p in crowd)
@@ -176,6 +179,8 @@ async def run_target(name: str, people: int, per_person: int, rounds: int, tmp: 
                 "bot_cpu_ms_per_update": round(1000 * (user + system) / updates, 2),
                 "of_which_system_ms": round(1000 * system / updates, 2),
                 "peak_rss_mb": round(peak_rss_mb(proc.pid), 1),
+                # busy share of one core: which single thread limits the closed loop
+                "bot_main_thread_cpu_share": round(main / wall, 2),
                 "load_generator_cpu_share": round(own / wall, 2)}
     except AssertionError:  # the bot died or stalled: show why
         log.close()
