@@ -15,7 +15,7 @@ from pathlib import Path
 
 from bot import __version__, graph
 from bot.engine import Engine
-from bot.errors import FlowError, Problem, SettingsError
+from bot.errors import FlowError, Problem, SettingsError, StoreInUse
 from bot.flow import Flow
 from bot.loader import flow_files, load_archive, load_flows, version_problems
 from bot.settings import BUNDLED_FLOWS, from_env
@@ -447,7 +447,7 @@ def main(argv: list[str] | None = None) -> int:
         print("The flow has problems: fix them (run `triagebot validate`) and try again.",
               file=sys.stderr)
         return 1
-    except (SettingsError, VignetteError) as exc:
+    except (SettingsError, VignetteError, StoreInUse) as exc:
         print(f"triagebot: {exc}", file=sys.stderr)
         return 2
 

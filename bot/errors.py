@@ -49,3 +49,7 @@ class FlowError(Exception):
 
 class SettingsError(Exception):
     """The operator's configuration is wrong; the message says which setting and the fix."""
+
+
+class StoreInUse(Exception):
+    """Another bot process already runs on this database; the message says which."""

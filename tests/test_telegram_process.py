@@ -209,3 +209,37 @@ async def test_a_check_in_due_while_down_is_sent_once_across_kill_9_restarts(fak
     finally:
         proc.send_signal(signal.SIGTERM)
         await asyncio.wait_for(proc.wait(), 30)
+
+
+async def test_a_second_bot_on_the_same_database_is_refused(fake, tmp_path):
+    """The running bot keeps committed rows in memory, so a second one writing the same
+    file would overwrite its answers: it must refuse to start and say why, while
+    `db check` and `export` still work beside the running bot."""
+    db = tmp_path / "bot.sqlite3"
+    proc = await start_bot(fake, db)
+    try:
+        p = Person(fake, 604)
+        await p.start()
+        env = {k: v for k, v in os.environ.items()
+               if not k.startswith(("TRIAGEBOT_", "TELEGRAM_"))}
+        env.update({"TELEGRAM_BOT_TOKEN": fake.token, "TRIAGEBOT_API_URL": fake.base_url,
+                    "TRIAGEBOT_DB": str(db), "TRIAGEBOT_LISTEN": "127.0.0.1:0"})
+        second = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "bot", "run", cwd=ROOT, env=env,
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+        _, err = await asyncio.wait_for(second.communicate(), 60)
+        assert second.returncode == 2
+        assert "another triagebot is already running on" in err.decode()
+        for command in (["db", "check"], ["export", "--since", "2026-01-01"]):
+            other = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "bot", *command, cwd=ROOT, env=env,
+                stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+            _, err = await asyncio.wait_for(other.communicate(), 60)
+            assert other.returncode == 0, (command, err.decode()[-500:])
+        await p.say("45")  # the first bot is unaffected
+        assert "sex" in p.last().lower()
+    finally:
+        await kill9(proc)
+    proc = await start_bot(fake, db)  # a killed bot's claim dies with it
+    proc.send_signal(signal.SIGTERM)
+    await asyncio.wait_for(proc.wait(), 30)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import os
 import sqlite3
 import time
@@ -25,6 +26,7 @@ from typing import Any
 import aiosqlite
 import orjson
 
+from bot.errors import StoreInUse
 from bot.session import LogEntry
 from bot.store import Conversation, Key, Outgoing, Scheduled, codec
 from bot.store.migrations import MIGRATIONS
@@ -76,6 +78,7 @@ class SqliteStore:
         self.reader: aiosqlite.Connection | None = None  # reads of the per-update path
         self._batches: sqlite3.Connection | None = None  # group commits, on _thread only
         self._thread: ThreadPoolExecutor | None = None
+        self._claim: int | None = None  # the lock file held while the bot runs
         self.lock = asyncio.Lock()  # one write connection: one transaction at a time
         self._queue: list[tuple[_Write, asyncio.Future]] = []
         self._writer: asyncio.Task | None = None
@@ -87,9 +90,15 @@ class SqliteStore:
         # same way), so a person's next update needs no read.
         self._rows: OrderedDict[Key, Row] = OrderedDict()
 
-    async def open(self) -> None:
+    async def open(self, *, sole_writer: bool = False) -> None:
+        """Open (creating and migrating) the database. `sole_writer`: the bot's own
+        store, which keeps committed rows in memory and so must be the only process
+        writing them; a second one is refused (StoreInUse) instead of overwriting
+        the first one's answers. `db migrate`, `export` and backups may still run."""
         if str(self.path) == ":memory:":
             raise ValueError("the store needs a file (its connections share it)")
+        if sole_writer:
+            self._claim = _claim(self.path)
         if not self.path.exists():
             self.path.parent.mkdir(parents=True, exist_ok=True)
             # health data: owner-only from the first byte (SQLite copies this mode
@@ -122,6 +131,9 @@ class SqliteStore:
         if self.reader is not None:
             await self.reader.close()
         self.reader = None
+        if self._claim is not None:
+            os.close(self._claim)  # (the kernel also drops it if the process dies)
+            self._claim = None
         if self.db is not None:
             await self.db.close()
             self.db = None
@@ -580,6 +592,21 @@ class SqliteStore:
         async with self.lock:
             assert self.db is not None
             await self.db.execute(sql, args)
+
+
+def _claim(path: Path) -> int:
+    """Hold an exclusive lock on `<database>.lock` for as long as the bot runs."""
+    lock = path.with_name(path.name + ".lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock, os.O_CREAT | os.O_RDWR, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise StoreInUse(
+            f"another triagebot is already running on {path} (it holds {lock}). Stop it "
+            "first: two bots on one database would overwrite each other's answers.") from None
+    return fd
 
 
 def _connect_for_batches(path: Path) -> sqlite3.Connection:

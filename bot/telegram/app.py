@@ -210,7 +210,7 @@ class TelegramBot:
     # ------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
-        await self.store.open()
+        await self.store.open(sole_writer=True)
         await self.application.initialize()
         self.username = self.application.bot.username
         self.conversations.username = self.username or ""
