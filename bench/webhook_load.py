@@ -15,7 +15,11 @@ number of messages. Targets, each in its own process, one after the other:
 Prints JSON: updates/s, latency p50/p95/p99 from pushing an update to the bot's final
 reply, errors, the bot's CPU seconds per update, its peak RSS, and the ratios.
 
-    python bench/webhook_load.py [--people 50] [--rounds 3] [--targets a,b,c]
+    python bench/webhook_load.py [--people 50] [--rounds 3] [--repeat 3] [--targets a,b,c]
+
+With --repeat N the targets run N times in turn (T P A T P A ...), since this
+machine's speed drifts by ±15 % within a minute: each figure is the median over the
+repeats, and each ratio the median of the ratios within a repeat (with its range).
 """
 
 from __future__ import annotations
@@ -133,7 +137,8 @@ async def echo_chat(p: Person, count: int) -> None:
         await p.say(f"message {i}", echo=True)
 
 
-async def run_target(name: str, people: int, per_person: int, rounds: int, tmp: Path) -> dict:
+async def run_target(name: str, people: int, per_person: int, rounds: int, tmp: Path,
+                     repeat: int = 0) -> dict:
     fake = FakeTelegram()
     await fake.start()
     port = free_port()
@@ -142,14 +147,15 @@ async def run_target(name: str, people: int, per_person: int, rounds: int, tmp: 
             "TRIAGEBOT_API_URL": fake.base_url, "PORT": str(port), "SECRET": "s3cret",
             "TRIAGEBOT_MODE": "webhook", "TRIAGEBOT_WEBHOOK_SECRET": "s3cret",
             "TRIAGEBOT_WEBHOOK_URL": f"http://127.0.0.1:{port}/hook",
-            "TRIAGEBOT_LISTEN": f"127.0.0.1:{port}", "TRIAGEBOT_DB": str(tmp / f"{name}.db"),
+            "TRIAGEBOT_LISTEN": f"127.0.0.1:{port}",
+            "TRIAGEBOT_DB": str(tmp / f"{name}-{repeat}.db"),
             "TRIAGEBOT_SEND_RATE": "100000", "TRIAGEBOT_CHAT_BURST": "100000"}
     profile = ["-m", "pyinstrument", "--renderer", "text", "--outfile",
-               str(PROFILE_DIR / f"{name}.txt")] if PROFILE_DIR else []
+               str(PROFILE_DIR / f"{name}-{repeat}.txt")] if PROFILE_DIR else []
     command = {"triagebot": [sys.executable, *profile, "-m", "bot", "run"],
                "ptb_echo": [sys.executable, str(ROOT / "bench/baselines/ptb_echo.py")],
                "aiohttp_echo": [sys.executable, str(ROOT / "bench/baselines/aiohttp_echo.py")]}
-    log = open(tmp / f"{name}.log", "wb")  # noqa: SIM115 - closed with the process
+    log = open(tmp / f"{name}-{repeat}.log", "wb")  # noqa: SIM115 - closed with the process
     proc = await asyncio.create_subprocess_exec(
         *command[name], cwd=ROOT, env=env, stdout=log, stderr=log)
     try:
@@ -184,7 +190,7 @@ async def run_target(name: str, people: int, per_person: int, rounds: int, tmp: 
                 "load_generator_cpu_share": round(own / wall, 2)}
     except AssertionError:  # the bot died or stalled: show why
         log.close()
-        print((tmp / f"{name}.log").read_text()[-3000:], file=sys.stderr)
+        print((tmp / f"{name}-{repeat}.log").read_text()[-3000:], file=sys.stderr)
         raise
     finally:
         if proc.returncode is None:
@@ -198,6 +204,7 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--people", type=int, default=50)
     parser.add_argument("--rounds", type=int, default=3, help="interviews per person")
+    parser.add_argument("--repeat", type=int, default=3, help="runs of every target, in turn")
     parser.add_argument("--targets", default="triagebot,ptb_echo,aiohttp_echo")
     parser.add_argument("--profile", help="folder for a pyinstrument profile of triagebot")
     args = parser.parse_args()
@@ -205,25 +212,41 @@ async def main() -> None:
     PROFILE_DIR = Path(args.profile) if args.profile else None
     if PROFILE_DIR:
         PROFILE_DIR.mkdir(parents=True, exist_ok=True)
-    results = {}
+    runs: list[dict[str, dict]] = []
     with tempfile.TemporaryDirectory() as tmp:
-        for name in args.targets.split(","):
-            # baselines get as many messages per person as an average interview has updates
-            per = round(results["triagebot"]["updates"] / args.people) \
-                if "triagebot" in results else 10 * args.rounds
-            results[name] = await run_target(name, args.people, per, args.rounds, Path(tmp))
-    out = {"benchmark": "webhook_load", "people": args.people, "results": results}
-    if {"triagebot", "ptb_echo"} <= results.keys():
-        ours, ptb = results["triagebot"], results["ptb_echo"]
-        out["throughput_vs_ptb"] = round(ours["updates_per_second"] / ptb["updates_per_second"],
-                                         2)
-        out["p99_vs_ptb"] = round(ours["p99_ms"] / ptb["p99_ms"], 2)
-        out["cpu_vs_ptb"] = round(ours["bot_cpu_ms_per_update"] / ptb["bot_cpu_ms_per_update"],
-                                  2)
-    if {"triagebot", "aiohttp_echo"} <= results.keys():
-        out["throughput_vs_aiohttp"] = round(results["triagebot"]["updates_per_second"] /
-                                             results["aiohttp_echo"]["updates_per_second"], 2)
+        per = 10 * args.rounds
+        for repeat in range(args.repeat):
+            run: dict[str, dict] = {}
+            for name in args.targets.split(","):
+                run[name] = await run_target(name, args.people, per, args.rounds, Path(tmp),
+                                             repeat)
+                if name == "triagebot":  # baselines get as many messages per person as
+                    per = round(run[name]["updates"] / args.people)  # an interview has
+            runs.append(run)
+    out = {"benchmark": "webhook_load", "people": args.people, "repeats": args.repeat,
+           "results": {name: _median(r[name] for r in runs) for name in runs[0]}}
+    figures = {"throughput": "updates_per_second", "p99": "p99_ms",
+               "cpu": "bot_cpu_ms_per_update"}
+    for name, key in (("ptb_echo", "ptb"), ("aiohttp_echo", "aiohttp")):
+        if {"triagebot", name} <= runs[0].keys():
+            for figure, metric in figures.items() if key == "ptb" else [
+                    ("throughput", "updates_per_second")]:
+                ratios = sorted(r["triagebot"][metric] / r[name][metric] for r in runs)
+                out[f"{figure}_vs_{key}"] = round(statistics.median(ratios), 2)
+                out[f"{figure}_vs_{key}_range"] = [round(ratios[0], 2), round(ratios[-1], 2)]
+    out["runs"] = [{name: [r["updates_per_second"], r["p99_ms"], r["bot_cpu_ms_per_update"]]
+                    for name, r in run.items()} for run in runs]  # updates/s, p99, CPU ms
     print(json.dumps(out, indent=2))
+
+
+def _median(results) -> dict:
+    """Each figure's median over the repeats (call counts as measured the first time)."""
+    results = list(results)
+    out = dict(results[0])
+    for key, value in out.items():
+        if isinstance(value, int | float):
+            out[key] = round(statistics.median(r[key] for r in results), 2)
+    return out
 
 
 if __name__ == "__main__":
