@@ -12,7 +12,7 @@ from enum import StrEnum
 from functools import cache
 from pathlib import Path
 
-import yaml
+from bot.yamlsource import safe_load
 
 BUNDLED = Path(__file__).parent / "data" / "findings.yaml"
 
@@ -87,4 +87,4 @@ def parse_vocabulary(data: dict) -> Vocabulary:
 @cache
 def bundled_vocabulary() -> Vocabulary:
     with BUNDLED.open(encoding="utf-8") as fh:
-        return parse_vocabulary(yaml.safe_load(fh))
+        return parse_vocabulary(safe_load(fh))

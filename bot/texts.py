@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-import yaml
+from bot.yamlsource import safe_load
 
 LOCALES = Path(__file__).resolve().parent / "locales"
 PLACEHOLDER = re.compile(r"\{[a-z_]+\}")
@@ -137,7 +137,7 @@ def load_texts(folder: Path = LOCALES) -> dict[str, Locale]:
     english = BotTexts()
     out = {"en": Locale("en", english)}
     for path in sorted(folder.glob("*.yaml")):
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        data = safe_load(path.read_text(encoding="utf-8")) or {}
         problems = [f"{path.name}: unknown key '{k}'" for k in data if k not in KEYS]
         values = {}
         for key in KEYS:

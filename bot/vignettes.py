@@ -19,6 +19,7 @@ from bot.engine import NONE, UNKNOWN, Engine
 from bot.findings import Kind, Value
 from bot.flow import Flow, Level
 from bot.session import Ask, Input, Pick, PickMany, Session, Typed
+from bot.yamlsource import safe_load
 
 MAX_STEPS = 200
 
@@ -59,7 +60,7 @@ class VignetteError(Exception):
 
 def load_vignettes(path: str | Path, flow: Flow) -> list[Vignette]:
     try:
-        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        data = safe_load(Path(path).read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError) as exc:
         raise VignetteError(f"{path}: cannot read vignettes: {exc}") from exc
     if not isinstance(data, list):

@@ -12,6 +12,7 @@ import yaml
 
 from bot.errors import FlowError
 from bot.loader import load_flow, load_flows
+from bot.yamlsource import read_yaml, safe_load
 
 from .conftest import BUNDLED, FLOWS
 
@@ -121,3 +122,24 @@ def test_the_json_schema_rejects_what_the_loader_rejects(mutate):
     data = yaml.safe_load((HERE / "flows" / "minimal.yaml").read_text(encoding="utf-8"))
     mutate(data)
     assert list(jsonschema.Draft202012Validator(SCHEMA).iter_errors(data))
+
+
+@pytest.mark.parametrize("text", [
+    "x: !!python/object/apply:os.system ['echo owned']",
+    "x: !!python/name:os.system",
+])
+def test_yaml_with_python_tags_is_refused_not_run(text):
+    """Flows, translations, bot texts and vignettes are read by a safe loader (libyaml's
+    when PyYAML has it): a Python tag is an error with its line, never a call (and
+    never an exception out of the flow reader)."""
+    with pytest.raises(yaml.YAMLError):
+        safe_load(text)
+    _, problems = read_yaml(text, "f.yaml")
+    assert [(p.line, p.where) for p in problems] == [(1, "x")]
+    assert "python/" in problems[0].what and "not allowed" in problems[0].what
+
+
+def test_a_value_yaml_cannot_read_is_a_problem_not_a_crash():
+    _, problems = read_yaml("age: !!int forty", "f.yaml")
+    assert [(p.line, p.where) for p in problems] == [(1, "age")]
+    assert "cannot read this value" in problems[0].what
