@@ -294,14 +294,16 @@ class SqliteStore:
         sent: dict[int, set[int]] = {}
         for w in writes:
             sent.setdefault(w.key.user_id, set()).update(w.sent)
+
         def transaction(db: sqlite3.Connection) -> tuple[set[int], list[tuple[Key, Row]]]:
             db.execute("BEGIN IMMEDIATE")
             try:
                 handled: set[int] = set()
-                if unchecked:  # inside the write transaction: nothing can add one meanwhile
-                    handled = {r[0] for r in db.execute(
+                for i in range(0, len(unchecked), 500):  # inside the write transaction:
+                    ids = unchecked[i:i + 500]  # nothing can add one meanwhile
+                    handled.update(r[0] for r in db.execute(
                         "SELECT update_id FROM processed_updates WHERE update_id IN"
-                        f" ({','.join('?' * len(unchecked))})", unchecked)}
+                        f" ({','.join('?' * len(ids))})", ids))
                 for sql, rows in statements:
                     if rows:
                         db.executemany(sql, rows)
