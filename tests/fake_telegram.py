@@ -120,6 +120,8 @@ class FakeTelegram:
     errors: list[tuple[str, int, str]] = field(default_factory=list)
     queries: dict[str, bool] = field(default_factory=dict)  # id -> answered
     failures: dict[str, list[ApiError]] = field(default_factory=dict)  # injected, per method
+    # seconds a method's answer takes to reach the bot, after the call took effect
+    slow_answers: dict[str, float] = field(default_factory=dict)
     delivered: dict[int, int] = field(default_factory=dict)  # update id -> webhook 2xx count
     pinned: dict[int, int] = field(default_factory=dict)  # chat -> pinned message id
     chat_types: dict[int, tuple[str, str]] = field(default_factory=dict)  # chat -> (type, title)
@@ -184,9 +186,12 @@ class FakeTelegram:
         self.calls.append((method, params))
         handler = getattr(self, "api_" + method.lower(), None)
         try:
-            return await self._call(method, handler, params)
+            response = await self._call(method, handler, params)
         finally:
             self._notify(self._chat_of_call(params))
+        if self.slow_answers.get(method):
+            await asyncio.sleep(self.slow_answers[method])
+        return response
 
     async def _call(self, method: str, handler: Any, params: dict[str, Any]) -> web.Response:
         try:

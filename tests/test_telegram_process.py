@@ -9,6 +9,8 @@ import signal
 import sqlite3
 import sys
 
+import pytest
+
 from .conftest import ROOT
 from .fake_telegram import FakeTelegram
 from .test_telegram import Person
@@ -243,3 +245,41 @@ async def test_a_second_bot_on_the_same_database_is_refused(fake, tmp_path):
     proc = await start_bot(fake, db)  # a killed bot's claim dies with it
     proc.send_signal(signal.SIGTERM)
     await asyncio.wait_for(proc.wait(), 30)
+
+
+@pytest.mark.parametrize("mode", ["polling", "webhook"])
+async def test_sigterm_lets_a_reply_in_flight_finish_so_it_is_not_sent_twice(fake, tmp_path,
+                                                                             mode):
+    """SIGTERM while a reply is on its way: the bot waits for Telegram's answer and
+    records the call as made, so the next start does not send it again."""
+    from .test_deploy import free_port
+
+    db, port = tmp_path / "bot.sqlite3", free_port()
+    log = open(tmp_path / "bot.log", "wb")  # noqa: SIM115 - closed below
+
+    async def start() -> asyncio.subprocess.Process:
+        if mode == "webhook":
+            return await start_webhook_bot(fake, db, port, log)
+        return await start_bot(fake, db)
+
+    proc = await start()
+    p = Person(fake, 605)
+    try:
+        await p.start()
+        fake.slow_answers["sendMessage"] = 1.0  # Telegram took it; its answer is slow
+        await p.say("45")  # the next question is shown; the bot still awaits the answer
+        proc.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(proc.wait(), 30)
+    finally:
+        fake.slow_answers.clear()
+    shown = len(fake.bot_messages(605))
+    proc = await start()
+    try:
+        await asyncio.sleep(1.0)  # a restart sends what is left in the outbox at once
+        assert len(fake.bot_messages(605)) == shown, "a reply was sent twice"
+        await p.say("male")
+        assert "Where" in p.last()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(proc.wait(), 30)
+        log.close()

@@ -28,7 +28,7 @@ import signal
 import time
 import warnings
 from collections import Counter, OrderedDict, defaultdict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from datetime import timedelta
 from typing import Any
@@ -63,6 +63,7 @@ ALLOWED_UPDATES = ["message", "edited_message", "callback_query", "my_chat_membe
 SEND_ATTEMPTS = 5
 WEBHOOK_REPLY_METHODS = ("editMessageReplyMarkup", "editMessageText")
 POLL_TIMEOUT = 25  # seconds of long polling per getUpdates
+SHUTDOWN_GRACE = 8  # seconds to finish work in hand after SIGTERM (Docker waits 10)
 FAILED_UPDATE_ATTEMPTS = 3  # then an update that keeps failing is skipped (and logged)
 
 
@@ -560,14 +561,16 @@ class TelegramBot:
         while not self.stopping.is_set():
             try:
                 # raw JSON, read by bot.telegram.inputs (not python-telegram-bot objects)
-                updates = await bot.do_api_request("getUpdates", api_kwargs={
+                updates = await self._unless_stopped(bot.do_api_request("getUpdates", api_kwargs={
                     "timeout": self.poll_timeout, "allowed_updates": ALLOWED_UPDATES,
                     **({"offset": offset} if offset is not None else {})},
-                    read_timeout=self.poll_timeout + 10)
+                    read_timeout=self.poll_timeout + 10))
             except NetworkError as exc:
                 log.warning("getUpdates failed: %s", type(exc).__name__)
                 await asyncio.sleep(1)
                 continue
+            if updates is None:
+                break  # told to stop while waiting for updates
             updates = [u for u in updates or () if isinstance(u, dict)
                        and inputs.update_id(u) is not None]
             if not updates:
@@ -582,6 +585,25 @@ class TelegramBot:
                     else:
                         log.error("update %s skipped after %d failures", update_id,
                                   FAILED_UPDATE_ATTEMPTS)
+
+    async def _unless_stopped(self, call: Awaitable[Any]) -> Any:
+        """`call`'s result; None, the call dropped, if the bot is told to stop first.
+
+        Only waiting is cut short this way: updates already fetched are handled to the
+        end (replies included), so a stop does not leave a reply half sent.
+        """
+        task = asyncio.ensure_future(call)
+        stop = asyncio.ensure_future(self.stopping.wait())
+        try:
+            await asyncio.wait({task, stop}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop.cancel()
+            stopped = not task.done()
+            if stopped:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+        return None if stopped else task.result()
 
     async def _process_batch(self, updates: list[dict[str, Any]]) -> dict[int, bool]:
         """Each person's updates in order; different people at the same time."""
@@ -736,6 +758,8 @@ async def run(bot: TelegramBot) -> None:
     finally:
         bot.stopping.set()
         await runner.cleanup()  # finishes requests in flight first
+        # and the loops finish what they are doing: polled updates, replies, check-ins
+        await asyncio.wait(tasks, timeout=SHUTDOWN_GRACE)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
