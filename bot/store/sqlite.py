@@ -79,7 +79,7 @@ class SqliteStore:
         self._batches: sqlite3.Connection | None = None  # group commits, on _thread only
         self._thread: ThreadPoolExecutor | None = None
         self._claim: int | None = None  # the lock file held while the bot runs
-        self.lock = asyncio.Lock()  # one write connection: one transaction at a time
+        self.lock = asyncio.Lock()  # one write transaction at a time, on either connection
         self._queue: list[tuple[_Write, asyncio.Future]] = []
         self._writer: asyncio.Task | None = None
         # The committed outbox, by user: a mirror of the table, changed only after each
@@ -325,39 +325,16 @@ class SqliteStore:
                 self._keep(key, row)
         return handled
 
-    async def _bookkeeping(self, key: Key, sent: tuple[int, ...],
-                           question: tuple[int, int] | None) -> None:
-        assert self.db is not None
-        if sent:
-            await self.db.execute(f"DELETE FROM outbox WHERE id IN ({','.join('?' * len(sent))})",
-                                  sent)
-        if question is not None:
-            await self.db.execute(
-                "UPDATE conversations SET question_message = ? WHERE chat_id = ? AND"
-                " user_id = ? AND interview = ?",
-                (question[1], key.chat_id, key.user_id, question[0]))
-
     async def settle(self, sent: dict[int, tuple[int, ...]],
                      questions: dict[Key, tuple[int, int]]) -> None:
-        """Write deferred bookkeeping for many people in one commit (idle time, shutdown)."""
-        if not sent and not questions:
-            return
-        assert self.db is not None
-        async with self.lock:
-            await self.db.execute("BEGIN IMMEDIATE")
-            try:
-                ids = tuple(i for group in sent.values() for i in group)
-                if ids:
-                    await self._bookkeeping(Key(0, 0), ids, None)
-                for key, question in questions.items():
-                    await self._bookkeeping(key, (), question)
-                await self.db.execute("COMMIT")
-            except BaseException:
-                await self.db.execute("ROLLBACK")
-                raise
-            self._mirror([], {user: set(ids) for user, ids in sent.items()})
-            for key, question in questions.items():
-                self._question_sent(key, question)
+        """Write deferred bookkeeping for many people in one commit (idle time, shutdown):
+        the same writes an update carries, without an update or a new state."""
+        writes = [_Write(None, Key(0, user), tuple(ids), None, None, True)
+                  for user, ids in sent.items() if ids]
+        writes += [_Write(None, key, (), question, None, True)
+                   for key, question in questions.items()]
+        if writes:
+            await self._transaction(writes)
 
     def _save(self, db: sqlite3.Connection, saved: list[tuple], now: float,
               added: list[Outgoing]) -> list[tuple[Key, Row]]:
