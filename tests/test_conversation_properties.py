@@ -75,7 +75,8 @@ def test_any_sequence_of_events_gets_well_formed_answers(sequence):
         for method, params in decision.calls:
             well_formed(method, params)
         conv = decision.conversation
-        if conv.session is not None:  # what the store keeps can be read back
-            assert codec.decode(codec.encode(conv.session)) == conv.session
+        if conv.session is not None:  # what the store keeps can be read back (all but the
+            # session's answer log, whose entries are rows of the answer_log table)
+            assert codec.decode(codec.encode(conv.session)) == conv.session.evolve(log=())
         if decision.forget:
             conv = Conversation(KEY)
