@@ -7,12 +7,15 @@ bot keeps writing).
 
 from __future__ import annotations
 
+import logging
 import os
 import sqlite3
 import time
 from pathlib import Path
 
-from bot.store.migrations import MIGRATIONS
+from bot.store.migrations import MIGRATIONS, PERSONAL_TABLES
+
+log = logging.getLogger("triagebot.store")
 
 
 def backup(db: Path, target: Path) -> Path:
@@ -55,3 +58,22 @@ def scheduled(db: Path, folder: Path, keep: int, now: float | None = None) -> Pa
     for path in old:
         path.unlink(missing_ok=True)
     return made
+
+
+def erase_from_backups(folder: Path, user_id: int) -> int:
+    """Erase a person from every backup the bot wrote in `folder` (/forget), content
+    overwritten; returns the number of backups changed. Copies taken elsewhere
+    (`triagebot db backup PATH`, the host's own backups) are the operator's to honour."""
+    changed = 0
+    for path in sorted(folder.glob("triagebot-*.sqlite3")):
+        try:
+            with sqlite3.connect(path) as conn:
+                conn.execute("PRAGMA secure_delete=ON")
+                deleted = sum(conn.execute(f"DELETE FROM {table} WHERE user_id = ?",
+                                           (user_id,)).rowcount for table in PERSONAL_TABLES)
+            conn.close()
+        except sqlite3.Error as exc:  # one broken copy must not stop the others
+            log.error("could not erase a person from backup %s: %s", path.name, exc)
+            continue
+        changed += deleted > 0
+    return changed

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+# Every table with rows about a person (by user_id): what /forget erases
+PERSONAL_TABLES = ("conversations", "answer_log", "outbox", "alerts", "schedule")
+
 MIGRATIONS: list[str] = [
     # 1: conversations, the append-only answer log, processed updates, the outbox
     """
@@ -92,5 +95,18 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX schedule_due ON schedule (status, due_at);
     CREATE INDEX schedule_user ON schedule (user_id);
+    """,
+    # 4: updates that kept failing because of what they held, set aside (id and kind only)
+    """
+    CREATE TABLE quarantined_updates (
+        update_id INTEGER PRIMARY KEY,
+        kind TEXT NOT NULL,
+        error TEXT NOT NULL,
+        at REAL NOT NULL
+    );
+    CREATE TABLE health (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        at REAL NOT NULL
+    );
     """,
 ]

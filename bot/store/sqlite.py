@@ -5,7 +5,13 @@ connection, each batch's whole transaction in one trip to that thread. (Through
 aiosqlite it was a trip per statement, ~10 per batch, each waiting for a turn of
 the busy event loop: a batch of ~9 updates took ~13 ms under bench/webhook_load.py.)
 Reads and the rare other writes go through aiosqlite. One asyncio lock keeps this
-process's write transactions one at a time.
+process's write transactions one at a time, and every transaction, on either
+connection, is rolled back on any exception: one failing write (a forged id too
+big for SQLite, a full disk) fails alone and leaves both connections usable.
+
+`store_fault` tells the two kinds of failure apart for the adapter: the store's
+own (full disk, locked or broken file), which a retry later can cure, and the
+rest, which came from what an update held and would fail again.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ import os
 import sqlite3
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -29,10 +35,11 @@ import orjson
 from bot.errors import StoreInUse
 from bot.session import LogEntry
 from bot.store import Conversation, Key, Outgoing, Scheduled, codec
-from bot.store.migrations import MIGRATIONS
+from bot.store.migrations import MIGRATIONS, PERSONAL_TABLES
 
 PROCESSED_KEEP_SECONDS = 2 * 24 * 3600  # Telegram gives up redelivering well before this
 ROWS_KEPT = 4096  # conversations whose committed row stays in memory (a few MB at most)
+SQLITE_INT = range(-(2 ** 63), 2 ** 63)  # what SQLite can store; larger ids are forged
 
 
 def _dumps(value: Any) -> str:
@@ -109,6 +116,9 @@ class SqliteStore:
         await self.db.execute("PRAGMA synchronous=FULL")
         await self.db.execute("PRAGMA foreign_keys=ON")
         await self.db.execute("PRAGMA busy_timeout=5000")
+        # /forget and the retention purge delete on this connection: overwrite what they
+        # delete, so erased answers do not linger in free space of the file
+        await self.db.execute("PRAGMA secure_delete=ON")
         await self.migrate()
         await self._load_outbox()
         # WAL: reads on their own connection see only committed data and do not wait
@@ -146,17 +156,38 @@ class SqliteStore:
         for number, script in enumerate(MIGRATIONS, start=1):
             if number <= version:
                 continue
-            await self.db.execute("BEGIN IMMEDIATE")
-            try:
+            async with self._writing() as db:
                 for statement in filter(str.strip, script.split(";")):
-                    await self.db.execute(statement)
-                await self.db.execute(f"PRAGMA user_version = {number:d}")
-                await self.db.execute("COMMIT")
-            except BaseException:
-                await self.db.execute("ROLLBACK")
-                raise
+                    await db.execute(statement)
+                await db.execute(f"PRAGMA user_version = {number:d}")
             version = number
         return version
+
+    @contextlib.asynccontextmanager
+    async def _writing(self) -> AsyncIterator[aiosqlite.Connection]:
+        """One write transaction on the main connection, under the write lock."""
+        async with self.lock, self._transaction_held() as db:
+            yield db
+
+    @contextlib.asynccontextmanager
+    async def _transaction_held(self) -> AsyncIterator[aiosqlite.Connection]:
+        """A write transaction on the main connection, for a caller holding the write
+        lock (to update what it keeps in memory after the commit, still under it):
+        committed when the block ends, rolled back on any exception, cancellation
+        included, so the connection is never left inside a transaction."""
+        assert self.lock.locked()
+        db = self.db
+        assert db is not None, "the store is not open"
+        if db.in_transaction:  # (only if an earlier rollback itself failed)
+            await db.rollback()
+        await db.execute("BEGIN IMMEDIATE")
+        try:
+            yield db
+            await db.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(Exception):  # (the connection may be gone)
+                await db.execute("ROLLBACK")
+            raise
 
     async def _load_outbox(self) -> None:
         assert self.db is not None
@@ -296,6 +327,8 @@ class SqliteStore:
             sent.setdefault(w.key.user_id, set()).update(w.sent)
 
         def transaction(db: sqlite3.Connection) -> tuple[set[int], list[tuple[Key, Row]]]:
+            if db.in_transaction:  # (only if an earlier rollback itself failed)
+                db.rollback()
             db.execute("BEGIN IMMEDIATE")
             try:
                 handled: set[int] = set()
@@ -311,7 +344,8 @@ class SqliteStore:
                 kept = self._save(db, saved, now, added)
                 db.execute("COMMIT")
             except BaseException:
-                db.execute("ROLLBACK")
+                with contextlib.suppress(Exception):
+                    db.execute("ROLLBACK")
                 raise
             return handled, kept
 
@@ -447,53 +481,112 @@ class SqliteStore:
     async def set_blocked(self, key: Key) -> None:
         """The person blocked the bot: stop sending, drop what was waiting."""
         async with self.lock:
-            assert self.db is not None
-            await self.db.execute("BEGIN IMMEDIATE")
-            await self.db.execute("UPDATE conversations SET blocked = 1 WHERE chat_id = ? AND"
-                                  " user_id = ?", (key.chat_id, key.user_id))
-            await self.db.execute("DELETE FROM outbox WHERE chat_id = ? AND user_id = ?",
-                                  (key.chat_id, key.user_id))
-            await self.db.execute("COMMIT")
+            async with self._transaction_held() as db:
+                await db.execute("UPDATE conversations SET blocked = 1 WHERE chat_id = ? AND"
+                                 " user_id = ?", (key.chat_id, key.user_id))
+                await db.execute("DELETE FROM outbox WHERE chat_id = ? AND user_id = ?",
+                                 (key.chat_id, key.user_id))
             self._mirror([], {key.user_id: {out.id for out in self._outbox.get(key.user_id, ())
                                             if out.key == key}})
             row = self._rows.get(key)
             if row is not None:
                 self._rows[key] = (*row[:5], 1)
 
-    async def forget(self, user_id: int) -> int:
-        """Erase every row about this person, for real. Returns rows deleted."""
+    async def forget(self, user_id: int,
+                     alert_note: Callable[[int, int], tuple[str, dict[str, Any]]] | None = None,
+                     ) -> int:
+        """Erase every row about this person, for real; returns rows deleted.
+
+        Deleted content is overwritten (secure_delete) and the WAL checkpointed and
+        truncated, so the answers are gone from the file, not just unreachable.
+        `alert_note(staff_chat, message_id)`: the call that marks each alert already
+        posted about them, queued in the same commit (the staff chat still shows it).
+        """
         async with self.lock:
-            assert self.db is not None
-            await self.db.execute("BEGIN IMMEDIATE")
-            total = 0
-            for table in ("conversations", "answer_log", "outbox", "alerts", "schedule"):
-                cur = await self.db.execute(f"DELETE FROM {table} WHERE user_id = ?", (user_id,))
-                total += cur.rowcount
-            await self.db.execute("COMMIT")
+            async with self._transaction_held() as db:
+                alerts = await db.execute_fetchall(
+                    "SELECT staff_chat, message_id FROM alerts WHERE user_id = ? AND"
+                    " message_id IS NOT NULL", (user_id,))
+                total = 0
+                for table in PERSONAL_TABLES:
+                    cur = await db.execute(f"DELETE FROM {table} WHERE user_id = ?", (user_id,))
+                    total += cur.rowcount
+                notes = [self._outgoing(Key(chat, user_id), *alert_note(chat, message))
+                         for chat, message in alerts] if alert_note else []
+                await db.executemany(
+                    "INSERT INTO outbox (id, chat_id, user_id, method, params) VALUES"
+                    " (?, ?, ?, ?, ?)", [(out.id, out.key.chat_id, user_id, out.method, text)
+                                         for out, text in notes])
             self._outbox.pop(user_id, None)
+            self._mirror([out for out, _ in notes], {})
             for key in [k for k in self._rows if k.user_id == user_id]:
                 del self._rows[key]
+            with contextlib.suppress(sqlite3.Error):  # (a reader mid-query: the next one)
+                await self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # type: ignore[union-attr]
         return total
 
     async def purge(self, older_than_days: float) -> int:
         """Delete conversations (and their log) untouched for longer than the retention."""
         cutoff = time.time() - older_than_days * 86400
         async with self.lock:
-            assert self.db is not None
-            await self.db.execute("BEGIN IMMEDIATE")
-            for table in ("answer_log", "schedule"):  # (their check-ins go with them)
-                await self.db.execute(
-                    f"DELETE FROM {table} WHERE (chat_id, user_id) IN (SELECT chat_id, user_id"
-                    " FROM conversations WHERE updated_at < ?)", (cutoff,))
-            await self.db.execute("DELETE FROM schedule WHERE status != 'pending' AND"
-                                  " done_at < ?", (cutoff,))
-            cur = await self.db.execute("DELETE FROM conversations WHERE updated_at < ?",
-                                        (cutoff,))
-            await self.db.execute("DELETE FROM processed_updates WHERE at < ?",
-                                  (time.time() - PROCESSED_KEEP_SECONDS,))
-            await self.db.execute("COMMIT")
+            async with self._transaction_held() as db:
+                for table in ("answer_log", "schedule"):  # (their check-ins go with them)
+                    await db.execute(
+                        f"DELETE FROM {table} WHERE (chat_id, user_id) IN (SELECT chat_id,"
+                        " user_id FROM conversations WHERE updated_at < ?)", (cutoff,))
+                await db.execute("DELETE FROM schedule WHERE status != 'pending' AND"
+                                 " done_at < ?", (cutoff,))
+                cur = await db.execute("DELETE FROM conversations WHERE updated_at < ?",
+                                       (cutoff,))
+                await db.execute("DELETE FROM processed_updates WHERE at < ?",
+                                 (time.time() - PROCESSED_KEEP_SECONDS,))
             self._rows.clear()  # (some of them may be gone now)
         return cur.rowcount
+
+    async def quarantine(self, update_id: int, kind: str, error: str,
+                         notice: tuple[Key, list[tuple[str, dict[str, Any]]]] | None = None,
+                         ) -> None:
+        """Set aside an update that keeps failing because of what it holds: mark it
+        handled (a redelivery is then ignored) and record its id, kind and error type,
+        never its content; `notice`: calls telling the person, queued in the same commit."""
+        async with self.lock:
+            calls = [self._outgoing(notice[0], method, params)
+                     for method, params in notice[1]] if notice else []
+            async with self._transaction_held() as db:
+                now = time.time()
+                await db.execute("INSERT OR IGNORE INTO processed_updates (update_id, at)"
+                                 " VALUES (?, ?)", (update_id, now))
+                await db.execute("INSERT OR REPLACE INTO quarantined_updates (update_id, kind,"
+                                 " error, at) VALUES (?, ?, ?, ?)",
+                                 (update_id, kind[:40], error[:80], now))
+                await db.executemany(
+                    "INSERT INTO outbox (id, chat_id, user_id, method, params) VALUES"
+                    " (?, ?, ?, ?, ?)", [(out.id, out.key.chat_id, out.key.user_id, out.method,
+                                          text) for out, text in calls])
+            self._mirror([out for out, _ in calls], {})
+
+    def fault(self, exc: BaseException) -> str | None:
+        return store_fault(exc)
+
+    async def probe(self) -> None:
+        """Commit a tiny write through the path updates take (the writer thread and its
+        connection); raises what a commit would raise now (full disk, locked file)."""
+
+        def write(db: sqlite3.Connection) -> None:
+            if db.in_transaction:
+                db.rollback()
+            try:
+                db.execute("BEGIN IMMEDIATE")
+                db.execute("INSERT OR REPLACE INTO health (id, at) VALUES (1, ?)",
+                           (time.time(),))
+                db.execute("COMMIT")
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    db.execute("ROLLBACK")
+                raise
+
+        async with self.lock:
+            await self._in_thread(write, self._batches)
 
     # ------------------------------------------------------------ alerts, groups, statistics
 
@@ -505,23 +598,29 @@ class SqliteStore:
         await self._write("UPDATE alerts SET attempts = attempts + 1, last_error = ? WHERE id = ?",
                           (error[:200], alert_id))
 
-    async def take_alert(self, alert_id: int, who: str) -> tuple[bool, str | None]:
-        """Record who took an alert; (False, taker) if someone already had."""
-        async with self.lock:
-            assert self.db is not None
-            await self.db.execute("BEGIN IMMEDIATE")
-            async with self.db.execute("SELECT taken_by FROM alerts WHERE id = ?",
-                                       (alert_id,)) as cur:
-                row = await cur.fetchone()
-            if row is None or row[0]:
-                await self.db.execute("COMMIT")
-                return False, row[0] if row else None
-            await self.db.execute("UPDATE alerts SET taken_by = ?, taken_at = ? WHERE id = ?",
-                                  (who, time.time(), alert_id))
-            await self.db.execute("COMMIT")
-            return True, who
+    async def take_alert(self, alert_id: int, staff_chat: int, message_id: int,
+                         who: str) -> tuple[str, str | None]:
+        """Record who took an alert, if the press was on that alert's own message in its
+        staff chat: ("taken", who) or ("already", whoever has it). ("refused", None)
+        when no such alert is there (forged, or from another chat), which says nothing
+        about which alerts exist."""
+        if not (alert_id in SQLITE_INT and staff_chat in SQLITE_INT
+                and message_id in SQLITE_INT):
+            return "refused", None
+        async with self._writing() as db:
+            rows = await db.execute_fetchall(
+                "SELECT taken_by FROM alerts WHERE id = ? AND staff_chat = ? AND"
+                " message_id = ?", (alert_id, staff_chat, message_id))
+            if not rows:
+                return "refused", None
+            if rows[0][0]:
+                return "already", rows[0][0]
+            await db.execute("UPDATE alerts SET taken_by = ?, taken_at = ? WHERE id = ?",
+                             (who[:100], time.time(), alert_id))
+            return "taken", who
 
     async def group_seen(self, chat_id: int, kind: str, title: str, status: str) -> None:
+        title, kind, status = title[:256], kind[:20], status[:20]  # (Telegram's are shorter)
         await self._write(
             "INSERT INTO groups (chat_id, type, title, status, updated_at) VALUES (?, ?, ?, ?, ?)"
             " ON CONFLICT (chat_id) DO UPDATE SET type = excluded.type, title = excluded.title,"
@@ -568,9 +667,17 @@ class SqliteStore:
             return list(await cur.fetchall())
 
     async def _write(self, sql: str, args: tuple) -> None:
-        async with self.lock:
-            assert self.db is not None
-            await self.db.execute(sql, args)
+        async with self._writing() as db:
+            await db.execute(sql, args)
+
+
+def store_fault(exc: BaseException) -> str | None:
+    """Why the store itself failed ("database or disk is full", "database is locked", a
+    broken file), which a later retry can cure; None if the failure came from what was
+    being written, which would fail the same way again. (SQLite's messages name no data.)"""
+    if isinstance(exc, sqlite3.OperationalError) or type(exc) is sqlite3.DatabaseError:
+        return (str(exc) or type(exc).__name__)[:120]
+    return None
 
 
 def _claim(path: Path) -> int:
@@ -591,6 +698,7 @@ def _claim(path: Path) -> int:
 def _connect_for_batches(path: Path) -> sqlite3.Connection:
     db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     db.execute("PRAGMA synchronous=FULL")  # (WAL is the file's, set at open)
+    db.execute("PRAGMA secure_delete=FAST")  # old row versions zeroed where no extra I/O
     db.execute("PRAGMA foreign_keys=ON")
     db.execute("PRAGMA busy_timeout=5000")
     return db
