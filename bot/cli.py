@@ -204,6 +204,9 @@ def configure_logging(log_format: str) -> None:
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: "
                                                "%(message)s"))
+    from bot.logs import RateLimit
+
+    handler.addFilter(RateLimit())  # no input can fill the disk with log lines
     logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
 
 
@@ -278,7 +281,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     from bot.conversation import Conversations
     from bot.store.sqlite import SqliteStore
-    from bot.telegram.app import TelegramBot, run
+    from bot.telegram.app import StartupFailed, TelegramBot, run
 
     settings = from_env()
     flow = _pick(_load([settings.flows]), None)  # refuse to start on a broken flow
@@ -307,7 +310,11 @@ def cmd_run(args: argparse.Namespace) -> int:
                 "bot texts in %s: %d missing (shown in English), %s", lang,
                 len(locale.missing), "; ".join(locale.problems) or "no other problems")
     bot = TelegramBot(settings, conversations, SqliteStore(settings.db))
-    asyncio.run(run(bot))
+    try:
+        asyncio.run(run(bot))
+    except StartupFailed as exc:  # one clear line; systemd or Docker restart the bot
+        print(f"triagebot: not started: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -50,6 +50,7 @@ class Event:
     language: str = ""  # their Telegram app's language (IETF tag), a first guess at ours
     name: str = ""  # their first name as Telegram shows it
     at: float = 0.0  # when they sent it (Telegram's timestamp)
+    private: bool = False  # in a private chat whose id is the sender's (bot.access)
 
 
 @dataclass(frozen=True, slots=True)
@@ -494,9 +495,12 @@ class Conversations:
         return replace(decision, calls=calls + decision.calls)
 
     def _remind(self, conv: Conversation, notice: str) -> Decision:
-        """A notice, then the current question again (or that the check is finished)."""
-        assert conv.session is not None
+        """A notice, then the current question again (or that the check is finished);
+        with no check yet, the notice and the start of one."""
         chat, lang = conv.key.chat_id, self.language_of(conv)
+        if conv.session is None:
+            begun = self._begin(conv)
+            return replace(begun, calls=render.send(chat, render.esc(notice)) + begun.calls)
         ask = self.engine_for(conv.session).current(conv.session)
         if ask is None:
             return Decision(conv, (), render.send(chat, render.esc(self.texts_in(lang).finished)))

@@ -117,6 +117,10 @@ class BotTexts:
     alert_taken: str = "Thank you — the others can see you have it."
     alert_already: str = "Already taken by {who}"
     alert_on_it: str = "{who} is on it"
+    alert_forgotten: str = ("This person asked to be forgotten: their answers and this "
+                            "alert's details have been erased.")
+    failed: str = ("Sorry, something went wrong with your last message and I could not "
+                   "use it. Please send /start to continue.")
 
 
 KEYS = tuple(f.name for f in fields(BotTexts))

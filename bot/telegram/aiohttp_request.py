@@ -74,7 +74,7 @@ class AiohttpRequest(BaseRequest):
             async with self._session.request(method, url, data=data, timeout=timeout,
                                              headers=JSON if data else None) as resp:
                 return resp.status, await resp.read()
-        except TimeoutError as err:
-            raise TimedOut from err
-        except aiohttp.ClientError as err:
-            raise NetworkError(f"aiohttp.{type(err).__name__}: {err}") from err
+        except TimeoutError:
+            raise TimedOut from None
+        except aiohttp.ClientError as err:  # (its text and traceback name the URL: the token)
+            raise NetworkError(f"aiohttp.{type(err).__name__}") from None

@@ -37,15 +37,24 @@ import orjson
 from aiohttp import web
 from aiolimiter import AsyncLimiter
 from telegram import BotCommand
-from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter, TelegramError
+from telegram.error import (
+    BadRequest,
+    Forbidden,
+    InvalidToken,
+    NetworkError,
+    RetryAfter,
+    TelegramError,
+)
 from telegram.ext import AIORateLimiter, Application
 from telegram.warnings import PTBUserWarning
 
+from bot import access
 from bot.conversation import Conversations, Decision
+from bot.errors import StoreInUse
 from bot.settings import Settings
 from bot.store import Conversation, Key, Outgoing, maintenance
 from bot.store.sqlite import SqliteStore
-from bot.telegram import inputs, render
+from bot.telegram import http, inputs, render
 from bot.telegram.aiohttp_request import AiohttpRequest
 from bot.telegram.metrics import Metrics
 
@@ -63,8 +72,16 @@ ALLOWED_UPDATES = ["message", "edited_message", "callback_query", "my_chat_membe
 SEND_ATTEMPTS = 5
 WEBHOOK_REPLY_METHODS = ("editMessageReplyMarkup", "editMessageText")
 POLL_TIMEOUT = 25  # seconds of long polling per getUpdates
-SHUTDOWN_GRACE = 8  # seconds to finish work in hand after SIGTERM (Docker waits 10)
-FAILED_UPDATE_ATTEMPTS = 3  # then an update that keeps failing is skipped (and logged)
+# After SIGTERM: seconds for the HTTP server's requests in flight, then for the loops'
+# work in hand; with closing, well inside Docker's 10 s and systemd's 30 s
+HTTP_GRACE = 3.0
+SHUTDOWN_GRACE = 4.0
+START_TIMEOUT = 60.0  # seconds to keep retrying a transient failure at start
+QUARANTINE_AFTER = 3  # attempts of an update that fails because of what it holds
+STORE_RETRY_MAX = 30.0  # seconds between polling retries while the store cannot commit
+STUCK_AFTER = 60.0  # an update still being handled after this long: /healthz fails
+PROBE_EVERY = 5.0  # seconds a store probe's answer is reused by /healthz
+MAX_BODY = 1 << 20  # bytes of a webhook request (Telegram's updates are far smaller)
 
 
 # Libraries that log request bodies or SQL parameters at DEBUG, which would put health
@@ -92,6 +109,8 @@ def redact_token_everywhere(token: str) -> None:
 
     def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
         record = previous(*args, **kwargs)
+        if record.exc_info or record.stack_info:  # tracebacks too (an error's URL, say)
+            _redact_traceback(record, token)
         if _plain(record, token):  # e.g. the per-update line: ids and numbers only
             return record
         message = record.getMessage()
@@ -101,6 +120,16 @@ def redact_token_everywhere(token: str) -> None:
 
     factory.redacts = token  # type: ignore[attr-defined]
     logging.setLogRecordFactory(factory)
+
+
+def _redact_traceback(record: logging.LogRecord, token: str) -> None:
+    """Format the record's traceback now, without the token; formatters then use it."""
+    if record.exc_info:
+        text = logging.Formatter().formatException(record.exc_info)
+        if token in text:
+            record.exc_text, record.exc_info = text.replace(token, "<token>"), None
+    if record.stack_info and token in record.stack_info:
+        record.stack_info = record.stack_info.replace(token, "<token>")
 
 
 def _plain(record: logging.LogRecord, token: str) -> bool:
@@ -156,6 +185,40 @@ class ChatPacer:
         await limiter.acquire()
 
 
+class StartupFailed(Exception):
+    """The bot cannot start; the message says why in one line (the CLI exits 1)."""
+
+
+class Transient(Exception):
+    """A start-up step failed in a way that waiting may cure; it is tried again."""
+
+
+async def _retrying(what: str, step: Callable[[], Awaitable[None]], give_up_after: float,
+                    stopping: asyncio.Event) -> None:
+    """Run `step` until it succeeds, retrying Transient failures with backoff (1 s,
+    doubling, at most 10 s) for up to `give_up_after` seconds, or until told to stop."""
+    deadline, wait = time.monotonic() + give_up_after, 1.0
+    while True:
+        try:
+            return await step()
+        except Transient as exc:
+            left = deadline - time.monotonic()
+            if left <= 0 or stopping.is_set():
+                raise StartupFailed(f"could not {what} for {give_up_after:g} s: {exc}"
+                                    ) from None
+            log.warning("cannot %s yet (%s); trying again in %.0f s", what, exc, min(wait, left))
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(stopping.wait(), min(wait, left))
+            wait = min(2 * wait, 10.0)
+
+
+def _api_error(exc: TelegramError) -> str:
+    """A Bot API error in a few words (never the URL, which holds the token)."""
+    if isinstance(exc, RetryAfter):
+        return "429 Too Many Requests"
+    return f"{type(exc).__name__}: {exc.message[:80]}"
+
+
 class Blocked(Exception):
     """The person blocked the bot (403): stop sending to them."""
 
@@ -196,6 +259,11 @@ class TelegramBot:
         self.ready = False
         self.stopping = asyncio.Event()
         self.username: str | None = None
+        self.store_error: str | None = None  # why the last commit failed, until one works
+        self.busy: dict[object, float] = {}  # updates being handled -> since (monotonic)
+        self.polled_at = time.monotonic()  # the polling loop's last turn
+        self._probed: tuple[float, str | None] = (0.0, None)  # (when, the probe's error)
+        self.pool = http.Pool()  # the HTTP listener's connections
         assert settings.token, "checked by the CLI"
         redact_token_everywhere(settings.token)
         keep_answers_out_of_logs()
@@ -208,11 +276,64 @@ class TelegramBot:
                                                          max_retries=2))
             .updater(None).build())
 
+    @property
+    def roles(self) -> access.Roles:
+        """Who is staff and admin, from the settings (bot.access decides with it)."""
+        settings = self.settings
+        return access.Roles(
+            staff_chats=frozenset(c for c in (settings.staff_chat,
+                                               *(s for _, s in settings.staff_chats))
+                                  if c is not None),
+            admins=settings.admins)
+
     # ------------------------------------------------------------ lifecycle
 
-    async def start(self) -> None:
-        await self.store.open(sole_writer=True)
-        await self.application.initialize()
+    async def start(self, give_up_after: float = START_TIMEOUT) -> None:
+        """Open the store and introduce the bot to Telegram. A transient failure (the API
+        unreachable or answering 5xx or 429, the database locked by another program) is
+        retried with backoff for up to `give_up_after` seconds; then, or at once for one
+        that waiting cannot cure, StartupFailed says what is wrong in one line."""
+        await _retrying("open the database", self._open_store, give_up_after, self.stopping)
+        await _retrying("reach Telegram", self._introduce, give_up_after, self.stopping)
+        await self.flush()  # replies committed before a crash or restart go out now
+        self.ready = True
+        log.info("ready as @%s", self.username)
+
+    async def _open_store(self) -> None:
+        try:
+            await self.store.open(sole_writer=True)
+        except StoreInUse:
+            raise
+        except Exception as exc:
+            await self.store.close()  # (what it had opened), so a retry starts clean
+            fault = self.store.fault(exc)
+            if fault is not None and "locked" in fault:
+                raise Transient(fault) from None
+            raise StartupFailed(f"cannot open the database {self.settings.db}: "
+                                f"{fault or type(exc).__name__} (is it a triagebot database, "
+                                "and is there free disk space?)") from None
+
+    async def _introduce(self) -> None:
+        """getMe and the command menus."""
+        try:
+            await self.application.initialize()
+        except InvalidToken:
+            raise StartupFailed("Telegram refused the token (401): check TELEGRAM_BOT_TOKEN "
+                                "with @BotFather") from None
+        except (NetworkError, RetryAfter) as exc:
+            await self.application.shutdown()
+            raise Transient(_api_error(exc)) from None
+        except TelegramError as exc:
+            raise StartupFailed(f"Telegram refused getMe: {_api_error(exc)}") from None
+        try:
+            await self._set_commands()
+        except (NetworkError, RetryAfter) as exc:
+            await self.application.shutdown()
+            raise Transient(_api_error(exc)) from None
+        except TelegramError as exc:
+            raise StartupFailed(f"Telegram refused setMyCommands: {_api_error(exc)}") from None
+
+    async def _set_commands(self) -> None:
         self.username = self.application.bot.username
         self.conversations.username = self.username or ""
         self.conversations.token = self.settings.token or ""
@@ -222,9 +343,6 @@ class TelegramBot:
         for lang in conversations.languages:
             await self.application.bot.set_my_commands(
                 [BotCommand(c, d) for c, d in conversations.commands(lang)], language_code=lang)
-        await self.flush()  # replies committed before a crash or restart go out now
-        self.ready = True
-        log.info("ready as @%s", self.username)
 
     async def settle(self) -> None:
         """Write the deferred bookkeeping of people who have been quiet since."""
@@ -250,25 +368,85 @@ class TelegramBot:
     # ------------------------------------------------------------ one update
 
     async def process(self, update: dict[str, Any]) -> bool:
-        """Handle one update (its JSON) completely; True once its state is committed."""
+        """Handle one update (its JSON) completely. True once it is done with: its state
+        committed, or the update set aside; False if the store cannot commit now (full
+        disk, locked file), and the update must come again later.
+
+        An update that fails for any other reason failed because of what it holds (the
+        use case is deterministic), so it is tried again at once, and after
+        QUARANTINE_AFTER attempts set aside: acknowledged, recorded by id and kind
+        only, counted, and the person told to send /start. It never blocks their chat.
+        """
         started = time.perf_counter()
         kind, update_id = inputs.kind(update), inputs.update_id(update)
         self.metrics.updates.labels(kind).inc()
-        _outcome.set(None)
+        ticket = object()
+        self.busy[ticket] = time.monotonic()
         try:
-            ok = await self._handle(update, update_id)
-        except Exception as exc:  # never a crash; never content in the log
-            ok = False
-            log.error("update %s failed: %s", update_id, type(exc).__name__,
-                      extra={"update_id": update_id, "error": type(exc).__name__})
+            for attempt in range(1, QUARANTINE_AFTER + 1):
+                _outcome.set(None)
+                try:
+                    await self._handle(update, update_id)
+                    self.store_error = None
+                    break
+                except Exception as exc:  # never a crash; never content in the log
+                    fault = self.store.fault(exc)
+                    if fault is not None:
+                        self._store_failed(fault)
+                        log.error("update %s not handled, kept for later: %s", update_id,
+                                  fault, extra={"update_id": update_id, "error": fault})
+                        return False
+                    log.error("update %s failed (attempt %d): %s", update_id, attempt,
+                              type(exc).__name__,
+                              extra={"update_id": update_id, "error": type(exc).__name__})
+                    if attempt == QUARANTINE_AFTER:
+                        return await self._quarantine(update, update_id, kind, exc)
+        finally:
+            del self.busy[ticket]
         elapsed = time.perf_counter() - started
         self.metrics.latency.observe(elapsed)
         log.info("update %s handled in %.1f ms", update_id, 1000 * elapsed,
                  extra={"update_id": update_id, "kind": kind,
                         "ms": round(1000 * elapsed, 1), "outcome_level": _outcome.get()})
-        return ok
+        return True
 
-    async def _handle(self, update: dict[str, Any], update_id: int | None) -> bool:
+    def _store_failed(self, why: str) -> None:
+        self.store_error = why
+        self.metrics.store_errors.inc()
+
+    async def _quarantine(self, update: dict[str, Any], update_id: int | None, kind: str,
+                          exc: Exception) -> bool:
+        """Set aside an update that kept failing; tell the person, if it was theirs."""
+        self.metrics.quarantined.labels(kind).inc()
+        log.error("update %s set aside after %d failures (%s); the person is asked to "
+                  "send /start", update_id, QUARANTINE_AFTER, type(exc).__name__,
+                  extra={"update_id": update_id, "error": type(exc).__name__})
+        query = inputs.query_id(update)
+        if query is not None:
+            await self._answer_query(query, "")
+        read = inputs.read(update, self.username)
+        notice = None
+        if read is not None and access.authorize(*read, self.roles) == "person":
+            key, event = read
+            tx = self.conversations.texts_in(self.conversations.pick_language(event.language))
+            notice = (key, [("sendMessage", {"chat_id": key.chat_id, "parse_mode": "HTML",
+                                             "text": render.esc(tx.failed)})])
+        if update_id is None:
+            return True  # (nothing to record it by; Telegram always gives one)
+        try:
+            await self.store.quarantine(update_id, kind, type(exc).__name__, notice)
+        except Exception as again:
+            fault = self.store.fault(again)
+            if fault is not None:
+                self._store_failed(fault)
+                return False
+            raise
+        if notice is not None:
+            async with self.locks(notice[0]):
+                await self.flush(notice[0])
+        return True
+
+    async def _handle(self, update: dict[str, Any], update_id: int | None) -> None:
         member = inputs.member_change(update)
         if member is not None:
             if member.chat_type == "private":
@@ -278,21 +456,22 @@ class TelegramBot:
                 await self.store.group_seen(member.chat_id, member.chat_type, member.title,
                                             member.status)
                 log.info("%s %s: now %s", member.chat_type, member.chat_id, member.status)
-            return True
+            return
         read = inputs.read(update, self.username)
         query = inputs.query_id(update)
-        if read is None:
+        role = access.authorize(*read, self.roles) if read is not None else None
+        if read is None or role is None:  # refused, or nothing for us: change nothing
             if query is not None:
                 await self._answer_query(query, "")
-            return True
+            return
         key, event = read
-        if event.kind == "take":
+        if role == "staff":
             await self._take(key, event, query or "")
-            return True
-        if event.kind == "command" and event.command == "stats" and \
-                key.user_id in self.settings.admins and key.chat_id == key.user_id:
+            return
+        if role == "admin":
             await self._stats(key, event.payload)
-            return True
+            return
+
         def decide(conv: Conversation) -> Decision:
             if conv.blocked:  # they wrote to us again, so they unblocked the bot
                 conv = replace(conv, blocked=False)
@@ -305,15 +484,24 @@ class TelegramBot:
             if query is not None:
                 await self._answer_query(query, decision.toast if decision else "")
             if decision is not None and decision.forget:
-                await self.flush(key)  # close the confirmation's keyboard first
-                await self.store.forget(key.user_id)
-                tx = self.conversations.texts_in(
-                    self.conversations.language_of(decision.conversation))
-                with contextlib.suppress(Rejected, Blocked):
-                    await self._call("sendMessage", {"chat_id": key.chat_id, "parse_mode": "HTML",
-                                                     "text": render.esc(tx.forgotten)})
+                await self._forget(key, decision)
             await self.flush(key)
-        return True
+
+    async def _forget(self, key: Key, decision: Decision) -> None:
+        """Erase the person (their alerts in the staff chat marked so), then say so."""
+        await self.flush(key)  # close the confirmation's keyboard first
+        staff = self.conversations.texts
+        note = render.esc(staff.alert_forgotten)
+        await self.store.forget(key.user_id, lambda chat, message: (
+            "editMessageText", {"chat_id": chat, "message_id": message, "text": note,
+                                "parse_mode": "HTML", "reply_markup": render.NO_KEYBOARD}))
+        tx = self.conversations.texts_in(self.conversations.language_of(decision.conversation))
+        with contextlib.suppress(Rejected, Blocked):
+            await self._call("sendMessage", {"chat_id": key.chat_id, "parse_mode": "HTML",
+                                             "text": render.esc(tx.forgotten)})
+        if self.settings.backup_dir is not None:  # and from this bot's own backups
+            await asyncio.to_thread(maintenance.erase_from_backups, self.settings.backup_dir,
+                                    key.user_id)
 
     def _count(self, records: list[tuple[str, dict[str, Any]]]) -> None:
         for kind, data in records:
@@ -326,18 +514,20 @@ class TelegramBot:
                     self.metrics.rules.labels(rule).inc()
 
     async def _take(self, key: Key, event: Any, query_id: str) -> None:
-        """A clinician pressed "I'm on it": record who, and show it to the other staff."""
+        """A clinician pressed "I'm on it": record who, and show it to the other staff.
+        A press that is not on that alert's own message in its staff chat gets the
+        same silent answer as any refused press."""
         who = f"@{event.username}" if event.username else event.name or str(key.user_id)
-        try:
-            alert_id = int(event.payload)
-        except ValueError:
+        if not event.payload or event.message_id is None:
             await self._answer_query(query_id, "")
             return
-        took, taker = await self.store.take_alert(alert_id, who)
+        alert_id = int(event.payload)  # (inputs: 1 to 15 ASCII digits)
+        result, taker = await self.store.take_alert(alert_id, key.chat_id, event.message_id,
+                                                    who)
         tx = self.conversations.texts  # the staff's language
-        if not took:
+        if result != "taken":
             await self._answer_query(query_id, tx.alert_already.replace("{who}", taker)
-                                     if taker else "")
+                                     if result == "already" and taker else "")
             return
         await self._answer_query(query_id, tx.alert_taken)
         stamp = time.strftime("%H:%M UTC", time.gmtime())
@@ -553,12 +743,20 @@ class TelegramBot:
     # ------------------------------------------------------------ polling
 
     async def poll(self) -> None:
-        """Long-poll getUpdates; move the offset only past committed updates."""
+        """Long-poll getUpdates; move the offset only past updates done with (committed,
+        or set aside). While the store cannot commit, wait, longer each time, and fetch
+        the same updates again: Telegram keeps them until the offset passes them."""
         bot = self.application.bot
         await bot.delete_webhook(drop_pending_updates=False)
         offset: int | None = None
-        failures: defaultdict[int, int] = defaultdict(int)
+        backoff = 0.0
         while not self.stopping.is_set():
+            self.polled_at = time.monotonic()
+            if backoff:
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self.stopping.wait(), backoff)
+                if self.stopping.is_set():
+                    break
             try:
                 # raw JSON, read by bot.telegram.inputs (not python-telegram-bot objects)
                 updates = await self._unless_stopped(bot.do_api_request("getUpdates", api_kwargs={
@@ -577,14 +775,12 @@ class TelegramBot:
                 continue
             done = await self._process_batch(updates)
             offset = updates[-1]["update_id"] + 1
-            for update_id, ok in done.items():
-                if not ok:
-                    failures[update_id] += 1
-                    if failures[update_id] < FAILED_UPDATE_ATTEMPTS:
-                        offset = min(offset, update_id)  # fetch it again
-                    else:
-                        log.error("update %s skipped after %d failures", update_id,
-                                  FAILED_UPDATE_ATTEMPTS)
+            kept = [update_id for update_id, ok in done.items() if not ok]
+            if kept:
+                offset = min(offset, *kept)  # fetch them again, after a pause
+                backoff = min(max(2 * backoff, 0.5), STORE_RETRY_MAX)
+            else:
+                backoff = 0.0
 
     async def _unless_stopped(self, call: Awaitable[Any]) -> Any:
         """`call`'s result; None, the call dropped, if the bot is told to stop first.
@@ -615,7 +811,9 @@ class TelegramBot:
 
         async def run(queue: list[dict[str, Any]]) -> None:
             for update in queue:
-                done[update["update_id"]] = await self.process(update)
+                done[update["update_id"]] = ok = await self.process(update)
+                if not ok:
+                    break  # their later updates wait for this one (fetched again)
 
         await asyncio.gather(*(run(q) for q in queues.values()))
         return done
@@ -625,7 +823,8 @@ class TelegramBot:
     def webhook_app(self) -> web.Application:
         """Our HTTP server: the webhook (200 only after the commit) in webhook mode, and
         in both modes `/healthz` (200 when ready) and `/metrics` (Prometheus)."""
-        app = web.Application(client_max_size=1 << 20)
+        app = web.Application(client_max_size=MAX_BODY, middlewares=[http.contained])
+        app[http.POOL] = self.pool
         if self.settings.mode == "webhook":
             app.router.add_post(_path(self.settings.webhook_url or "/"), self._webhook)
         app.router.add_get("/healthz", self._healthz)
@@ -634,8 +833,10 @@ class TelegramBot:
 
     async def _metrics(self, request: web.Request) -> web.Response:
         token = self.settings.metrics_token
-        if token and not hmac.compare_digest(request.headers.get("Authorization", "").encode(),
-                                             f"Bearer {token}".encode()):
+        if token is None and not self.settings.loopback:
+            return web.Response(status=403, text="set TRIAGEBOT_METRICS_TOKEN to serve metrics "
+                                "on a listener other than loopback")
+        if token and not _same(request.headers.get("Authorization"), f"Bearer {token}"):
             return web.Response(status=401, text="metrics need the bearer token")
         db = self.settings.db
         self.metrics.db_size.set(sum(p.stat().st_size for p in
@@ -645,23 +846,51 @@ class TelegramBot:
                             headers={"Cache-Control": "no-store"})
 
     async def _healthz(self, _: web.Request) -> web.Response:
-        return web.Response(text="ok" if self.ready else "starting",
-                            status=200 if self.ready else 503)
+        """200 only when the bot can do its job: started, the store commits (a probe
+        write at most every PROBE_EVERY seconds, and the last real commit worked), and
+        no update or polling turn is stuck. Docker's HEALTHCHECK and systemd act on it."""
+        problem = await self.unhealthy()
+        return web.Response(text=problem or "ok", status=503 if problem else 200,
+                            headers={"Cache-Control": "no-store"})
+
+    async def unhealthy(self) -> str | None:
+        """Why the bot cannot serve now, or None."""
+        if not self.ready:
+            return "starting"
+        now = time.monotonic()
+        when, error = self._probed
+        if now - when >= PROBE_EVERY:
+            try:
+                await asyncio.wait_for(self.store.probe(), 10)
+                error = None
+            except Exception as exc:
+                error = self.store.fault(exc) or type(exc).__name__
+            self._probed = (time.monotonic(), error)
+        if error or self.store_error:
+            return f"store cannot commit: {error or self.store_error}"
+        if self.busy and now - min(self.busy.values()) > STUCK_AFTER:
+            return "an update has been in hand for over a minute"
+        if self.settings.mode == "polling" and \
+                now - self.polled_at > self.poll_timeout + STORE_RETRY_MAX + STUCK_AFTER:
+            return "the polling loop has stopped"
+        return None
 
     async def _webhook(self, request: web.Request) -> web.Response:
         expected = self.settings.webhook_secret
-        if expected:
-            given = request.headers.get("X-Telegram-Bot-Api-Secret-Token")
-            if given is None:
-                return web.Response(status=401, text="missing secret token")
-            if not hmac.compare_digest(given.encode(), expected.encode()):
-                return web.Response(status=403, text="wrong secret token")
+        assert expected, "webhook mode needs a secret (checked by the settings)"
+        given = request.headers.get("X-Telegram-Bot-Api-Secret-Token")
+        if given is None:
+            return web.Response(status=401, text="missing secret token")
+        if not _same(given, expected):
+            return web.Response(status=403, text="wrong secret token")
         if not self.ready:
             return web.Response(status=503, text="starting")
         try:
-            update = orjson.loads(await request.read())
+            update = orjson.loads(await http.read_body(request, MAX_BODY))
             if not isinstance(update, dict) or inputs.update_id(update) is None:
                 raise ValueError("not an update")
+        except web.HTTPException:
+            raise
         except Exception:  # the body is not logged: it may hold health answers
             log.warning("webhook body is not a valid update (%s bytes)",
                         request.content_length)
@@ -672,16 +901,21 @@ class TelegramBot:
             ok = await self.process(update)
         finally:
             _webhook_reply.reset(token)
-        if not ok:  # Telegram delivers it again (and ignores any reply)
-            return web.Response(status=500)
+        if not ok:  # the store cannot commit now: Telegram delivers it again later
+            return web.Response(status=503, text="store unavailable")
         if reply:
             return web.Response(body=orjson.dumps(reply[0]), content_type="application/json")
         return web.Response(status=200)
 
     async def set_webhook(self) -> None:
-        await self.application.bot.set_webhook(
-            url=self.settings.webhook_url or "", secret_token=self.settings.webhook_secret,
-            allowed_updates=ALLOWED_UPDATES, drop_pending_updates=False)
+        try:
+            await self.application.bot.set_webhook(
+                url=self.settings.webhook_url or "", secret_token=self.settings.webhook_secret,
+                allowed_updates=ALLOWED_UPDATES, drop_pending_updates=False)
+        except (NetworkError, RetryAfter) as exc:
+            raise Transient(_api_error(exc)) from None
+        except TelegramError as exc:
+            raise StartupFailed(f"Telegram refused setWebhook: {_api_error(exc)}") from None
 
     # ------------------------------------------------------------ housekeeping
 
@@ -711,6 +945,14 @@ class TelegramBot:
                 log.error("housekeeping failed: %s", type(exc).__name__)
 
 
+def _same(given: str | None, expected: str) -> bool:
+    """A header equals `expected`, compared in constant time. (aiohttp keeps undecodable
+    bytes as surrogates, which plain encode() refuses: that was a 500 before.)"""
+    if given is None:
+        return False
+    return hmac.compare_digest(given.encode("utf-8", "surrogateescape"), expected.encode())
+
+
 def _path(url: str) -> str:
     from urllib.parse import urlsplit
 
@@ -728,38 +970,49 @@ def settle_garbage_collector() -> None:
 
 
 async def run(bot: TelegramBot) -> None:
-    """Run until SIGINT/SIGTERM: polling, or the webhook server; then shut down cleanly."""
+    """Run until SIGINT/SIGTERM: polling, or the webhook server; then shut down cleanly.
+    Raises StartupFailed (with the store and every thread closed) if it cannot start."""
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, bot.stopping.set)
-    await bot.start()
-    settle_garbage_collector()
-    tasks = [asyncio.create_task(bot.housekeeping()), asyncio.create_task(bot.schedule_loop())]
-    runner = web.AppRunner(bot.webhook_app(), access_log=None)
+    http.raise_open_files_limit()
+    tasks: list[asyncio.Task] = []
+    runner = web.AppRunner(bot.webhook_app(), access_log=None, shutdown_timeout=HTTP_GRACE,
+                           keepalive_timeout=http.HEAD_TIMEOUT)
     try:
+        await bot.start()
+        if bot.stopping.is_set():
+            return
+        settle_garbage_collector()
+        tasks += [asyncio.create_task(bot.housekeeping()),
+                  asyncio.create_task(bot.schedule_loop())]
         await runner.setup()
-        site = web.TCPSite(runner, bot.settings.listen_host, bot.settings.listen_port)
+        site = http.GuardedSite(runner, bot.settings.listen_host, bot.settings.listen_port,
+                                bot.pool)
         try:
             await site.start()
             log.info("listening on %s:%s (%s mode)", bot.settings.listen_host,
-                     bot.settings.listen_port, bot.settings.mode)
+                     site.port, bot.settings.mode)
         except OSError as exc:
-            if bot.settings.mode == "webhook":
-                raise  # without its port a webhook bot cannot work
+            if bot.settings.mode == "webhook":  # without its port a webhook bot cannot work
+                raise StartupFailed(f"cannot listen on {bot.settings.listen_host}:"
+                                    f"{bot.settings.listen_port}: {exc.strerror}; set "
+                                    "TRIAGEBOT_LISTEN to a free port") from None
             log.warning("polling without /healthz and /metrics: cannot listen on %s:%s (%s); "
                         "set TRIAGEBOT_LISTEN to a free port", bot.settings.listen_host,
                         bot.settings.listen_port, exc.strerror)
         if bot.settings.mode == "webhook":
-            await bot.set_webhook()
+            await _retrying("set the webhook", bot.set_webhook, START_TIMEOUT, bot.stopping)
         else:
             tasks.append(asyncio.create_task(bot.poll()))
         await bot.stopping.wait()
     finally:
         bot.stopping.set()
-        await runner.cleanup()  # finishes requests in flight first
+        await runner.cleanup()  # finishes requests in flight first (HTTP_GRACE at most)
         # and the loops finish what they are doing: polled updates, replies, check-ins
-        await asyncio.wait(tasks, timeout=SHUTDOWN_GRACE)
+        if tasks:
+            await asyncio.wait(tasks, timeout=SHUTDOWN_GRACE)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)

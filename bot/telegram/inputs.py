@@ -8,6 +8,7 @@ of the wrong type makes the update one the bot ignores, or an 'other' event.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,6 +17,9 @@ from bot.store import Key
 from bot.telegram import render
 
 KINDS = ("message", "callback_query", "edited_message", "my_chat_member", "channel_post")
+# Telegram's ids fit in 52 bits; anything outside is forged (and would not fit SQLite)
+MAX_ID = 2 ** 53
+ALERT_ID = re.compile(r"[0-9]{1,15}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,8 +34,7 @@ class MemberChange:
 
 
 def update_id(update: dict[str, Any]) -> int | None:
-    value = update.get("update_id")
-    return value if type(value) is int else None
+    return _int(update, "update_id")
 
 
 def kind(update: dict[str, Any]) -> str:
@@ -51,6 +54,8 @@ def member_change(update: dict[str, Any]) -> MemberChange | None:
     status = _dict(member, "new_chat_member").get("status")
     if not member or not _int(chat, "id") or not isinstance(status, str):
         return None
+    if _str(chat, "type") == "private" and chat["id"] != _int(user, "id"):
+        return None  # only a person can block the bot in their own chat
     return MemberChange(chat["id"], _str(chat, "type"), _str(chat, "title"),
                         _int(user, "id") or 0, status)
 
@@ -65,23 +70,25 @@ def read(update: dict[str, Any], bot_username: str | None = None) -> tuple[Key, 
         if chat_id is None or user_id is None or message_id is None:
             return None
         key, who, data = Key(chat_id, user_id), _who(user, message), _str(query, "data")
+        who["private"] = _private(_dict(message, "chat"), user_id)
         if data.startswith("!take|"):  # a clinician took an alert
-            return key, Event("take", payload=data.partition("|")[2], message_id=message_id,
-                              **who)
+            alert = data.partition("|")[2]
+            return key, Event("take", payload=alert if ALERT_ID.fullmatch(alert) else "",
+                              message_id=message_id, **who)
         return key, Event("button", button=render.decode(data), message_id=message_id,
                           message_text=_str(message, "text"), **who)
     edited = _dict(update, "edited_message")
     if edited:
         chat, user = _dict(edited, "chat"), _dict(edited, "from")
-        if _int(user, "id") is None or _int(chat, "id") is None or \
-                chat.get("type") != "private":
+        if _int(user, "id") is None or _int(chat, "id") is None:
             return None
-        return Key(chat["id"], user["id"]), Event("edited")
+        return Key(chat["id"], user["id"]), Event("edited", private=_private(chat, user["id"]))
     message = _dict(update, "message")
     chat, user = _dict(message, "chat"), _dict(message, "from")
     if _int(user, "id") is None or _int(chat, "id") is None:
         return None  # channel posts, member updates, polls...: nothing to answer
     key, who = Key(chat["id"], user["id"]), _who(user, message)
+    who["private"] = _private(chat, user["id"])
     text = message.get("text")
     text = text if isinstance(text, str) else None
     if chat.get("type") != "private":
@@ -107,8 +114,13 @@ def _dict(parent: dict[str, Any], name: str) -> dict[str, Any]:
 
 
 def _int(parent: dict[str, Any], name: str) -> int | None:
-    value = parent.get(name)
-    return value if type(value) is int else None  # (bool is not an id)
+    value = parent.get(name)  # (bool is not an id)
+    return value if type(value) is int and -MAX_ID < value < MAX_ID else None
+
+
+def _private(chat: dict[str, Any], user_id: int) -> bool:
+    """A private chat, and the sender's own (its id is the person's id)."""
+    return chat.get("type") == "private" and chat.get("id") == user_id
 
 
 def _str(parent: dict[str, Any], name: str) -> str:
@@ -118,9 +130,10 @@ def _str(parent: dict[str, Any], name: str) -> str:
 
 def _who(user: dict[str, Any], message: dict[str, Any]) -> dict:
     date = message.get("date")
-    return {"username": _str(user, "username"), "name": _str(user, "first_name"),
-            "at": float(date) if type(date) is int else 0.0,
-            "language": _str(user, "language_code")}
+    # (Telegram's own limits: 32-character usernames, 64-character names)
+    return {"username": _str(user, "username")[:32], "name": _str(user, "first_name")[:64],
+            "at": float(date) if type(date) is int and date >= 0 else 0.0,
+            "language": _str(user, "language_code")[:16]}
 
 
 def _for_us_in_group(text: str, bot_username: str | None) -> bool:

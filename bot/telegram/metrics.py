@@ -2,7 +2,18 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
+
+# A `_created` series per counter would stamp when each rule first fired (a red flag's
+# time, per rule id): the counts are all monitoring needs.
+disable_created_metrics()
 
 
 class Metrics:
@@ -26,6 +37,12 @@ class Metrics:
                                   ["code"], registry=r)
         self.retries = Counter("triagebot_send_retries_total", "Bot API calls retried",
                                registry=r)
+        self.quarantined = Counter("triagebot_updates_quarantined_total",
+                                   "Updates set aside after failing repeatedly, by kind",
+                                   ["kind"], registry=r)
+        self.store_errors = Counter("triagebot_store_errors_total",
+                                    "Commits that failed because of the store (full disk, "
+                                    "locked file); the update is kept and retried", registry=r)
         self.db_size = Gauge("triagebot_db_size_bytes", "Size of the SQLite file and its WAL",
                              registry=r)
 
