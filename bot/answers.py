@@ -247,6 +247,8 @@ def parse_duration(text: str, lang: str = "en", unknown_label: str | None = None
         return invalid("duration_format")
     number, unit = q
     days = number * _DAYS_PER[unit or "days"]
+    if not 0 <= days <= 36500:  # (also 'inf': a number of 309 digits)
+        return invalid("duration_too_long", value=f"{number:g} {unit or 'days'}")
     if unit in ("", "days") and not float(number).is_integer():
         days = float(int(number))
     days = float(int(days))  # whole days: 'three and a half days' -> 3
@@ -338,7 +340,7 @@ def parse_checklist(text: str, items: dict[str, list[str]], lang: str = "en",
         if re.fullmatch(rf"[\d,;/&+\s]+|[\d\s,]+(?:{_AND}\s+\d+)?", t) else \
         [p for p in re.split(rf"\s*(?:,|;|{_AND})\s*", t) if p]
     for part in parts:
-        if part.isdigit():
+        if part.isdecimal() and len(part) <= 6:  # (isdigit: also ➊ and ፩, which int refuses)
             n = int(part)
             if not 1 <= n <= len(ids):
                 return invalid("list_range", value=n, high=len(ids))

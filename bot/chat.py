@@ -133,7 +133,7 @@ class Terminal:
         if command in ("/restart", "/start"):
             return Restart()
         ask = self.current
-        if ask and not ask.multi and ask.kind != "number" and text.isdigit():
+        if ask and not ask.multi and ask.kind != "number" and text.isdecimal() and len(text) < 6:
             choices = (*ask.options, *ask.extra)
             if 1 <= int(text) <= len(choices):
                 return Pick(ask.node, choices[int(text) - 1].id, ask.item)

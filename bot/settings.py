@@ -11,13 +11,17 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from bot.errors import SettingsError
 
 BUNDLED_FLOWS = Path(__file__).resolve().parent.parent / "flows"
 DEFAULT_API_URL = "https://api.telegram.org"
-DEFAULT_LISTEN = "0.0.0.0:8080"
+DEFAULT_LISTEN = "127.0.0.1:8080"  # loopback unless told otherwise (a proxy forwards to it)
+LOOPBACK = ("127.0.0.1", "::1", "localhost")
+# Telegram's rule for secret_token: 1-256 characters A-Z, a-z, 0-9, _ and -
+SECRET = re.compile(r"[A-Za-z0-9_-]{1,256}")
 MODES = ("polling", "webhook")
 ENV_VARS = (
     "TELEGRAM_BOT_TOKEN", "TRIAGEBOT_API_URL", "TRIAGEBOT_DB", "TRIAGEBOT_MODE",
@@ -65,6 +69,11 @@ class Settings:
     checkin_stale_hours: float = 12.0  # a check-in due this long ago (bot down) is dropped
     nudge_hours: float = 0.0  # one reminder after this long idle mid-interview (0: off)
 
+    @property
+    def loopback(self) -> bool:
+        """The HTTP listener is reachable from this machine only."""
+        return self.listen_host in LOOPBACK or self.listen_host.startswith("127.")
+
     def __repr__(self) -> str:  # the token and secret never reach a log
         return (f"Settings(mode={self.mode!r}, api_url={self.api_url!r}, db={str(self.db)!r}, "
                 f"flows={str(self.flows)!r}, emergency_number={self.emergency_number!r}, "
@@ -77,10 +86,14 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
     mode = env.get("TRIAGEBOT_MODE", "polling").strip().lower()
     if mode not in MODES:
         raise SettingsError(f"TRIAGEBOT_MODE={mode!r} is not a mode: use polling or webhook")
-    listen = env.get("TRIAGEBOT_LISTEN", DEFAULT_LISTEN)
+    listen = env.get("TRIAGEBOT_LISTEN", DEFAULT_LISTEN).strip()
     host, _, port = listen.rpartition(":")
-    if not host or not port.isdigit() or not 0 <= int(port) < 65536:
-        raise SettingsError(f"TRIAGEBOT_LISTEN={listen!r} must be host:port, e.g. 0.0.0.0:8080")
+    if host.startswith("[") and host.endswith("]"):  # an IPv6 address: [::1]:8080
+        host = host[1:-1]
+    if not re.fullmatch(r"[A-Za-z0-9.:-]+", host) or not re.fullmatch(r"[0-9]{1,5}", port) \
+            or not 0 <= int(port) < 65536:
+        raise SettingsError(f"TRIAGEBOT_LISTEN={listen!r} must be host:port, e.g. "
+                            "127.0.0.1:8080, [::1]:8080, or 0.0.0.0:8080 for every interface")
     number = env.get("TRIAGEBOT_EMERGENCY_NUMBER", "112").strip()
     if not re.fullmatch(r"[0-9]{2,6}", number):
         raise SettingsError(f"TRIAGEBOT_EMERGENCY_NUMBER={number!r} must be the local "
@@ -107,12 +120,21 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         raise SettingsError(f"TRIAGEBOT_FLOWS={str(flows)!r} does not exist: point it at the "
                             "folder of flow YAML files")
     retention_days = _number(env, "TRIAGEBOT_RETENTION_DAYS", 30.0, 1, 3650, "days")
-    webhook_url = env.get("TRIAGEBOT_WEBHOOK_URL") or None
-    local = (webhook_url or "").startswith(("http://127.0.0.1", "http://localhost"))
-    if mode == "webhook" and not ((webhook_url or "").startswith("https://") or local):
-        # (plain http only to this machine, for tests; Telegram itself requires https)
+    webhook_url = (env.get("TRIAGEBOT_WEBHOOK_URL") or "").strip() or None
+    if webhook_url is not None:
+        _check_webhook_url(webhook_url)
+    if mode == "webhook" and webhook_url is None:
         raise SettingsError("webhook mode needs TRIAGEBOT_WEBHOOK_URL, the public https:// "
                             "address Telegram should call")
+    webhook_secret = env.get("TRIAGEBOT_WEBHOOK_SECRET") or None
+    if webhook_secret is not None and not SECRET.fullmatch(webhook_secret):
+        raise SettingsError("TRIAGEBOT_WEBHOOK_SECRET must be 1-256 characters of A-Z, a-z, "
+                            "0-9, _ and - (Telegram's rule): make one with "
+                            "`openssl rand -hex 32`")
+    if mode == "webhook" and webhook_secret is None:
+        raise SettingsError("webhook mode needs TRIAGEBOT_WEBHOOK_SECRET: without it anyone "
+                            "who can reach the port could send updates as any person. Make "
+                            "one with `openssl rand -hex 32`")
     staff_chat = _chat_id(env.get("TRIAGEBOT_STAFF_CHAT", ""), "TRIAGEBOT_STAFF_CHAT")
     staff_chats = []
     for pair in filter(None, (p.strip() for p in env.get("TRIAGEBOT_STAFF_CHATS", "").split(","))):
@@ -138,7 +160,7 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
     timezone = env.get("TRIAGEBOT_TIMEZONE", "UTC").strip()
     try:
         ZoneInfo(timezone)
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):  # (a folder: IsADirectoryError)
         raise SettingsError(f"TRIAGEBOT_TIMEZONE={timezone!r} is not a time zone: use an IANA "
                             "name such as Europe/London, America/Mexico_City or UTC") from None
     stale = _number(env, "TRIAGEBOT_CHECKIN_STALE_HOURS", 12.0, 0, 24 * 365, "hours")
@@ -149,7 +171,7 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         db=Path(env.get("TRIAGEBOT_DB", "triagebot.sqlite3")),
         mode=mode,
         webhook_url=webhook_url,
-        webhook_secret=env.get("TRIAGEBOT_WEBHOOK_SECRET") or None,
+        webhook_secret=webhook_secret,
         listen_host=host,
         listen_port=int(port),
         flows=flows,
@@ -174,6 +196,19 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         checkin_stale_hours=stale,
         nudge_hours=nudge,
     )
+
+
+def _check_webhook_url(url: str) -> None:
+    """https, or plain http only to this machine (for tests; Telegram requires https)."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 (raises on a bad port)
+    except ValueError:
+        parts = None
+    if parts is None or not parts.hostname or not (
+            parts.scheme == "https" or (parts.scheme == "http" and parts.hostname in LOOPBACK)):
+        raise SettingsError(f"TRIAGEBOT_WEBHOOK_URL={url!r} must be the public https:// "
+                            "address Telegram should call, e.g. https://bot.example.org/hook")
 
 
 def _number(env: Mapping[str, str], name: str, default: float, lo: float, hi: float,
