@@ -75,8 +75,19 @@ def read_yaml(text: str, file: str) -> tuple[Source | None, list[Problem]]:
     marks: dict[Path, tuple[int, int]] = {}
     problems: list[Problem] = []
     constructor = _Constructor()
-    data = _build(root, (), marks, problems, constructor, file) if root is not None else None
+    try:
+        data = _build(root, (), marks, problems, constructor, file, set()) \
+            if root is not None else None
+    except _Alias as alias:  # one problem is enough: the rest may be the same alias again
+        return None, [alias.problem]
     return Source(file, data, marks), problems
+
+
+class _Alias(Exception):
+    """An alias (*name) in a flow: refused, as copying it out could be a bomb."""
+
+    def __init__(self, problem: Problem):
+        self.problem = problem
 
 
 def _yaml_fix(text: str, line: int, problem: str) -> str:
@@ -98,8 +109,14 @@ def _build(
     problems: list[Problem],
     constructor: _Constructor,
     file: str,
+    seen: set[int],
 ) -> Any:
     marks[path] = (node.start_mark.line + 1, node.start_mark.column + 1)
+    if id(node) in seen:  # the composer gives an alias the very node it names
+        raise _Alias(Problem(file, *marks[path], dotted(path),
+                             "YAML anchors and aliases (&name, *name) are not allowed in flows",
+                             "write the value out in full where it is needed"))
+    seen.add(id(node))
     if node.tag not in _Constructor.yaml_constructors:  # e.g. !!python/object: never run
         problems.append(Problem(file, *marks[path], dotted(path),
                                 f"the YAML tag '{node.tag}' is not allowed here",
@@ -108,7 +125,18 @@ def _build(
     if isinstance(node, yaml.MappingNode):
         out: dict[Any, Any] = {}
         for key_node, value_node in node.value:
-            key = constructor.construct_object(key_node, deep=True)
+            if id(key_node) in seen:
+                raise _Alias(Problem(file, key_node.start_mark.line + 1,
+                                     key_node.start_mark.column + 1, dotted(path),
+                                     "YAML aliases are not allowed in flows",
+                                     "write the key out in full"))
+            seen.add(id(key_node))
+            try:
+                key = constructor.construct_object(key_node, deep=True) \
+                    if isinstance(key_node, yaml.ScalarNode) and \
+                    key_node.tag in _Constructor.yaml_constructors else None
+            except Exception:  # e.g. `!!int forty: ...`
+                key = None
             if not isinstance(key, str | int | float | bool):
                 line, col = key_node.start_mark.line + 1, key_node.start_mark.column + 1
                 problems.append(Problem(file, line, col, "", "a key must be plain text",
@@ -129,12 +157,13 @@ def _build(
                     f"duplicate key '{key}' (first defined on line {first})",
                     "remove or rename one of them; YAML keeps only the last"))
                 continue
-            out[key] = _build(value_node, (*path, key), marks, problems, constructor, file)
+            out[key] = _build(value_node, (*path, key), marks, problems, constructor, file,
+                              seen)
             marks[(*path, key)] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
         return out
     if isinstance(node, yaml.SequenceNode):
         return [
-            _build(item, (*path, i), marks, problems, constructor, file)
+            _build(item, (*path, i), marks, problems, constructor, file, seen)
             for i, item in enumerate(node.value)
         ]
     try:

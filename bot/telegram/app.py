@@ -823,6 +823,7 @@ class TelegramBot:
     def webhook_app(self) -> web.Application:
         """Our HTTP server: the webhook (200 only after the commit) in webhook mode, and
         in both modes `/healthz` (200 when ready) and `/metrics` (Prometheus)."""
+        http.quiet_aiohttp()
         app = web.Application(client_max_size=MAX_BODY, middlewares=[http.contained])
         app[http.POOL] = self.pool
         if self.settings.mode == "webhook":

@@ -162,6 +162,24 @@ async def read_body(request: web.Request, limit: int) -> bytes:
     return await asyncio.wait_for(request.read(), BODY_TIMEOUT)
 
 
+class NoTraceback(logging.Filter):
+    """aiohttp's own "Error handling request" for a malformed request (a bad header, an
+    encoding it cannot decode): one line with the error's type, not a traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info:
+            error = record.exc_info[1]
+            record.msg = f"{record.getMessage()}: {type(error).__name__}"
+            record.args, record.exc_info, record.exc_text = (), None, None
+        return True
+
+
+def quiet_aiohttp() -> None:
+    logger = logging.getLogger("aiohttp.server")
+    if not any(isinstance(f, NoTraceback) for f in logger.filters):
+        logger.addFilter(NoTraceback())
+
+
 class GuardedSite(web.TCPSite):
     """aiohttp's TCPSite, each connection wrapped in a Guard from one Pool."""
 
