@@ -333,3 +333,129 @@ async def raw_status(url: str, request: bytes) -> bytes:
     status = (await reader.readline()).split()[1]
     writer.close()
     return status
+
+
+# ------------------------------------------------------------ 8. honest erasure
+
+async def test_forget_erases_the_answers_from_the_file_the_wal_the_backups_and_the_alert(
+        fake, flow, tmp_path):
+    from bot.store import maintenance
+
+    setup_chats(fake)
+    backups = tmp_path / "backups"
+    async with StaffHarness(fake, flow, tmp_path / "bot.sqlite3") as h:
+        h.bot.settings = type(h.settings)(**{
+            **{f: getattr(h.settings, f) for f in h.settings.__dataclass_fields__},
+            "backup_dir": backups})
+        p = Person(fake, 1340)
+        await emergency_by_buttons(p, consent="Yes, and show them my answers")
+        await fake.wait(lambda: len(fake.bot_messages(STAFF)) == 1)
+        alert = fake.bot_messages(STAFF)[0]
+        await fake.wait(lambda: "clinician on duty has been told" in p.last())
+        backup = maintenance.scheduled(h.settings.db, backups, 7)
+        assert b"User1340" in backup.read_bytes()
+        await p.say("/forget", until=lambda: "Erase everything" in p.last())
+        await p.press("Yes, erase it", wait_new=False)
+        await fake.wait(lambda: "erased everything" in p.last())
+        await fake.wait(lambda: "asked to be forgotten" in alert.text)
+        assert alert.buttons() == [], "nobody can take an alert about no one"
+        db = h.settings.db
+        stored = b"".join(f.read_bytes() for f in (db, db.with_name(db.name + "-wal"))
+                          if f.exists())
+        assert b"User1340" not in stored, "the name (and answers) are gone from the file"
+        assert b"User1340" not in backup.read_bytes()
+        assert rows(backup, "SELECT count(*) FROM conversations WHERE user_id = 1340") == [(0,)]
+
+
+# ------------------------------------------------------------ 9. store failures cost nothing
+
+@pytest.mark.parametrize("mode", ["polling", "webhook"])
+async def test_a_locked_database_delays_an_answer_and_never_loses_it(fake, flow, tmp_path,
+                                                                     mode, caplog):
+    db = tmp_path / "bot.sqlite3"
+    async with Harness(fake, flow, db, mode) as h:
+        p = Person(fake, 1350)
+        await p.start()
+        other = sqlite3.connect(db, isolation_level=None)  # another program holds the file
+        other.execute("BEGIN IMMEDIATE")
+        try:
+            update_id = fake.type(1350, "45")
+            await fake.wait(lambda: "database is locked" in caplog.text, timeout=15)
+            if mode == "webhook":
+                assert fake.delivered.get(update_id) is None, "not acknowledged"
+                problem = await h.bot.unhealthy()
+                assert problem and "store cannot commit" in problem
+        finally:
+            other.execute("ROLLBACK")
+            other.close()
+        await fake.wait(lambda: "Male" in str(getattr(fake.last_question(1350), "reply_markup",
+                                                      "")), timeout=20)
+        assert rows(db, "SELECT value FROM answer_log WHERE user_id = 1350 AND finding ="
+                    " 'age_years'") == [("45.0",)]
+        assert "kept for later: database is locked" in caplog.text
+        assert "skipped" not in caplog.text
+
+
+# ------------------------------------------------------------ 10. logs, settings, YAML
+
+def test_the_token_never_reaches_a_log_even_in_a_traceback(capsys):
+    from bot.cli import configure_logging
+    from bot.telegram.app import redact_token_everywhere
+
+    token = "987654:SECRET-token-in-a-url"
+    configure_logging("json")
+    redact_token_everywhere(token)
+    log = logging.getLogger("triagebot.test")
+    try:
+        raise RuntimeError(f"redirect to https://api.telegram.org/bot{token}/getMe")
+    except RuntimeError:
+        log.exception("call failed")
+    log.error("stack", stack_info=True, extra={"url": "x"})
+    err = capsys.readouterr().err
+    assert "call failed" in err and "RuntimeError" in err and "<token>" in err
+    assert token not in err
+
+
+def test_many_identical_errors_are_logged_a_few_times_a_minute(capsys):
+    from bot.logs import RateLimit
+
+    now = [0.0]
+    limit = RateLimit(burst=3, window=60, clock=lambda: now[0])
+    handler = logging.StreamHandler()
+    handler.addFilter(limit)
+    log = logging.getLogger("triagebot.flood")
+    log.addHandler(handler)
+    log.propagate = False
+    try:
+        for _ in range(1000):
+            log.error("accept failed: %s", "EMFILE")
+        now[0] = 61
+        log.error("accept failed: %s", "EMFILE")
+    finally:
+        log.removeHandler(handler)
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 4 and "997 more like it" in lines[-1]
+
+
+# a "billion laughs": nine levels of nine aliases, ~400 million items once copied out
+BOMB = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"{n}: &{n} [{', '.join(['*' + p] * 9)}]\n" for p, n in zip("abcdefgh", "bcdefghi",
+                                                               strict=True))
+
+
+@pytest.mark.parametrize("text, problem", [
+    (BOMB, "aliases"),
+    ("a: &a [*a]\n", "aliases"),
+    ("? !!python/name:os.system\n: 1\nflow: x\n", "a key must be plain text"),
+    ("!!python/object/apply:os.system [echo hi]\n", "not allowed"),
+])
+def test_a_hostile_flow_file_is_refused_with_its_line_and_no_traceback(tmp_path, capsys,
+                                                                       text, problem):
+    from bot.cli import main
+
+    path = tmp_path / "bomb.yaml"
+    path.write_text(text)
+    assert main(["validate", str(path)]) == 1
+    out = capsys.readouterr()
+    assert f"{path}:" in out.out and problem in out.out
+    assert "Traceback" not in out.out + out.err
