@@ -32,7 +32,7 @@ ENV_VARS = (
     "TRIAGEBOT_BACKUP_KEEP", "TRIAGEBOT_SEND_RATE", "TRIAGEBOT_CHAT_BURST",
     "TRIAGEBOT_EMERGENCY_NUMBERS", "TRIAGEBOT_DEFAULT_LANGUAGE", "TRIAGEBOT_MISSING_TRANSLATIONS",
     "TRIAGEBOT_INTERVIEW_EXPIRY_HOURS", "TRIAGEBOT_CHECKINS", "TRIAGEBOT_TIMEZONE",
-    "TRIAGEBOT_CHECKIN_STALE_HOURS", "TRIAGEBOT_NUDGE_HOURS",
+    "TRIAGEBOT_CHECKIN_STALE_HOURS", "TRIAGEBOT_NUDGE_HOURS", "TRIAGEBOT_START_TIMEOUT",
 )
 LANGUAGE_CODE = re.compile(r"[a-z]{2,3}")
 
@@ -68,6 +68,7 @@ class Settings:
     timezone: str = "UTC"  # IANA name, for "tomorrow morning"
     checkin_stale_hours: float = 12.0  # a check-in due this long ago (bot down) is dropped
     nudge_hours: float = 0.0  # one reminder after this long idle mid-interview (0: off)
+    start_timeout: float = 60.0  # seconds to retry Telegram or a locked database at start
 
     @property
     def loopback(self) -> bool:
@@ -165,6 +166,7 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
                             "name such as Europe/London, America/Mexico_City or UTC") from None
     stale = _number(env, "TRIAGEBOT_CHECKIN_STALE_HOURS", 12.0, 0, 24 * 365, "hours")
     nudge = _number(env, "TRIAGEBOT_NUDGE_HOURS", 0.0, 0, 24 * 365, "hours")
+    start_timeout = _number(env, "TRIAGEBOT_START_TIMEOUT", 60.0, 0, 3600, "seconds")
     return Settings(
         token=env.get("TELEGRAM_BOT_TOKEN") or None,
         api_url=env.get("TRIAGEBOT_API_URL", DEFAULT_API_URL).rstrip("/"),
@@ -195,6 +197,7 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         timezone=timezone,
         checkin_stale_hours=stale,
         nudge_hours=nudge,
+        start_timeout=start_timeout,
     )
 
 

@@ -150,7 +150,8 @@ class FakeTelegram:
     async def start(self) -> str:
         app = web.Application()
         app.router.add_route("*", "/bot{token}/{method}", self._endpoint)
-        self._runner = web.AppRunner(app, access_log=None)
+        # (a call made to hang is not waited for when the fake stops)
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
         await site.start()
@@ -573,6 +574,11 @@ def _wake(woken: asyncio.Future) -> None:
 
 
 def _chat_of(update: dict[str, Any]) -> Any:
-    body = update.get("message") or update.get("edited_message") or \
-        (update.get("callback_query") or {}).get("message") or {}
-    return (body.get("chat") or {}).get("id", update["update_id"])
+    """The chat an update is delivered in order with (forged ones: their own queue)."""
+    def field(parent: Any, name: str) -> Any:
+        return parent.get(name) if isinstance(parent, dict) else None
+
+    body = field(update, "message") or field(update, "edited_message") or \
+        field(field(update, "callback_query"), "message")
+    chat = field(field(body, "chat"), "id")
+    return chat if isinstance(chat, int) else update["update_id"]

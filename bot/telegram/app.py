@@ -74,9 +74,8 @@ WEBHOOK_REPLY_METHODS = ("editMessageReplyMarkup", "editMessageText")
 POLL_TIMEOUT = 25  # seconds of long polling per getUpdates
 # After SIGTERM: seconds for the HTTP server's requests in flight, then for the loops'
 # work in hand; with closing, well inside Docker's 10 s and systemd's 30 s
-HTTP_GRACE = 3.0
+HTTP_GRACE = 2.0
 SHUTDOWN_GRACE = 4.0
-START_TIMEOUT = 60.0  # seconds to keep retrying a transient failure at start
 QUARANTINE_AFTER = 3  # attempts of an update that fails because of what it holds
 STORE_RETRY_MAX = 30.0  # seconds between polling retries while the store cannot commit
 STUCK_AFTER = 60.0  # an update still being handled after this long: /healthz fails
@@ -263,6 +262,7 @@ class TelegramBot:
         self.busy: dict[object, float] = {}  # updates being handled -> since (monotonic)
         self.polled_at = time.monotonic()  # the polling loop's last turn
         self._probed: tuple[float, str | None] = (0.0, None)  # (when, the probe's error)
+        self._probing: asyncio.Future | None = None
         self.pool = http.Pool()  # the HTTP listener's connections
         assert settings.token, "checked by the CLI"
         redact_token_everywhere(settings.token)
@@ -288,11 +288,12 @@ class TelegramBot:
 
     # ------------------------------------------------------------ lifecycle
 
-    async def start(self, give_up_after: float = START_TIMEOUT) -> None:
+    async def start(self, give_up_after: float | None = None) -> None:
         """Open the store and introduce the bot to Telegram. A transient failure (the API
         unreachable or answering 5xx or 429, the database locked by another program) is
         retried with backoff for up to `give_up_after` seconds; then, or at once for one
         that waiting cannot cure, StartupFailed says what is wrong in one line."""
+        give_up_after = self.settings.start_timeout if give_up_after is None else give_up_after
         await _retrying("open the database", self._open_store, give_up_after, self.stopping)
         await _retrying("reach Telegram", self._introduce, give_up_after, self.stopping)
         await self.flush()  # replies committed before a crash or restart go out now
@@ -859,22 +860,31 @@ class TelegramBot:
         if not self.ready:
             return "starting"
         now = time.monotonic()
-        when, error = self._probed
-        if now - when >= PROBE_EVERY:
-            try:
-                await asyncio.wait_for(self.store.probe(), 10)
-                error = None
-            except Exception as exc:
-                error = self.store.fault(exc) or type(exc).__name__
-            self._probed = (time.monotonic(), error)
-        if error or self.store_error:
-            return f"store cannot commit: {error or self.store_error}"
+        if now - self._probed[0] >= PROBE_EVERY and (self._probing is None
+                                                     or self._probing.done()):
+            self._probing = asyncio.ensure_future(self._probe())
+            if not self.store_error:  # (else answer at once; the probe may clear it)
+                await asyncio.shield(self._probing)
+        problem = self.store_error or self._probed[1]
+        if problem:
+            return f"store cannot commit: {problem}"
         if self.busy and now - min(self.busy.values()) > STUCK_AFTER:
             return "an update has been in hand for over a minute"
         if self.settings.mode == "polling" and \
                 now - self.polled_at > self.poll_timeout + STORE_RETRY_MAX + STUCK_AFTER:
             return "the polling loop has stopped"
         return None
+
+    async def _probe(self) -> None:
+        """A test commit; one that works also clears the last update's store error."""
+        try:
+            await asyncio.wait_for(self.store.probe(), 10)
+            error = None
+        except Exception as exc:
+            error = self.store.fault(exc) or type(exc).__name__
+        self._probed = (time.monotonic(), error)
+        if error is None:
+            self.store_error = None
 
     async def _webhook(self, request: web.Request) -> web.Response:
         expected = self.settings.webhook_secret
@@ -1004,7 +1014,8 @@ async def run(bot: TelegramBot) -> None:
                         "set TRIAGEBOT_LISTEN to a free port", bot.settings.listen_host,
                         bot.settings.listen_port, exc.strerror)
         if bot.settings.mode == "webhook":
-            await _retrying("set the webhook", bot.set_webhook, START_TIMEOUT, bot.stopping)
+            await _retrying("set the webhook", bot.set_webhook, bot.settings.start_timeout,
+                            bot.stopping)
         else:
             tasks.append(asyncio.create_task(bot.poll()))
         await bot.stopping.wait()
