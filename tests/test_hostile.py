@@ -373,7 +373,9 @@ async def test_forget_erases_the_answers_from_the_file_the_wal_the_backups_and_t
 async def test_a_locked_database_delays_an_answer_and_never_loses_it(fake, flow, tmp_path,
                                                                      mode, caplog):
     db = tmp_path / "bot.sqlite3"
-    async with Harness(fake, flow, db, mode) as h:
+    harness = Harness(fake, flow, db, mode)
+    harness.store = harness.bot.store = SqliteStore(db, busy_timeout=0.5)  # (a faster test)
+    async with harness as h:
         p = Person(fake, 1350)
         await p.start()
         other = sqlite3.connect(db, isolation_level=None)  # another program holds the file

@@ -39,6 +39,7 @@ from bot.store.migrations import MIGRATIONS, PERSONAL_TABLES
 
 PROCESSED_KEEP_SECONDS = 2 * 24 * 3600  # Telegram gives up redelivering well before this
 ROWS_KEPT = 4096  # conversations whose committed row stays in memory (a few MB at most)
+PROBE_WAIT_MS = 1000
 SQLITE_INT = range(-(2 ** 63), 2 ** 63)  # what SQLite can store; larger ids are forged
 
 
@@ -79,8 +80,11 @@ Row = tuple[str | None, int, int | None, str, str, int]
 class SqliteStore:
     """Conversations, answer log, processed update ids and outbox in one SQLite file."""
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, busy_timeout: float = 5.0):
         self.path = Path(path)
+        # how long a write waits for another program holding the file (a backup tool,
+        # `sqlite3` in a shell) before it fails as "database is locked"
+        self.busy_ms = int(busy_timeout * 1000)
         self.db: aiosqlite.Connection | None = None  # migrations and the rare writes
         self.reader: aiosqlite.Connection | None = None  # reads of the per-update path
         self._batches: sqlite3.Connection | None = None  # group commits, on _thread only
@@ -115,7 +119,7 @@ class SqliteStore:
         await self.db.execute("PRAGMA journal_mode=WAL")
         await self.db.execute("PRAGMA synchronous=FULL")
         await self.db.execute("PRAGMA foreign_keys=ON")
-        await self.db.execute("PRAGMA busy_timeout=5000")
+        await self.db.execute(f"PRAGMA busy_timeout={self.busy_ms:d}")
         # /forget and the retention purge delete on this connection: overwrite what they
         # delete, so erased answers do not linger in free space of the file
         await self.db.execute("PRAGMA secure_delete=ON")
@@ -125,9 +129,9 @@ class SqliteStore:
         # behind a commit's fsync
         self.reader = await aiosqlite.connect(self.path, isolation_level=None)
         await self.reader.execute("PRAGMA query_only=ON")
-        await self.reader.execute("PRAGMA busy_timeout=5000")
+        await self.reader.execute(f"PRAGMA busy_timeout={self.busy_ms:d}")
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="triagebot-commit")
-        self._batches = await self._in_thread(_connect_for_batches, self.path)
+        self._batches = await self._in_thread(_connect_for_batches, self.path, self.busy_ms)
 
     async def close(self) -> None:
         if self._writer is not None:
@@ -570,12 +574,14 @@ class SqliteStore:
 
     async def probe(self) -> None:
         """Commit a tiny write through the path updates take (the writer thread and its
-        connection); raises what a commit would raise now (full disk, locked file)."""
+        connection); raises what a commit would raise now (full disk, locked file).
+        It waits at most PROBE_WAIT for a lock: a health check should answer soon."""
 
         def write(db: sqlite3.Connection) -> None:
             if db.in_transaction:
                 db.rollback()
             try:
+                db.execute(f"PRAGMA busy_timeout={min(self.busy_ms, PROBE_WAIT_MS):d}")
                 db.execute("BEGIN IMMEDIATE")
                 db.execute("INSERT OR REPLACE INTO health (id, at) VALUES (1, ?)",
                            (time.time(),))
@@ -584,6 +590,8 @@ class SqliteStore:
                 with contextlib.suppress(Exception):
                     db.execute("ROLLBACK")
                 raise
+            finally:
+                db.execute(f"PRAGMA busy_timeout={self.busy_ms:d}")
 
         async with self.lock:
             await self._in_thread(write, self._batches)
@@ -695,12 +703,12 @@ def _claim(path: Path) -> int:
     return fd
 
 
-def _connect_for_batches(path: Path) -> sqlite3.Connection:
+def _connect_for_batches(path: Path, busy_ms: int) -> sqlite3.Connection:
     db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     db.execute("PRAGMA synchronous=FULL")  # (WAL is the file's, set at open)
     db.execute("PRAGMA secure_delete=FAST")  # old row versions zeroed where no extra I/O
     db.execute("PRAGMA foreign_keys=ON")
-    db.execute("PRAGMA busy_timeout=5000")
+    db.execute(f"PRAGMA busy_timeout={busy_ms:d}")
     return db
 
 
