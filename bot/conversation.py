@@ -322,8 +322,12 @@ class Conversations:
             return replace(decision, calls=calls + decision.calls)
         if button.node == "_" and button.option in ("forget_yes", "forget_no"):
             calls = [render.drop_keyboard(chat, event.message_id)] if event.message_id else []
-            if button.option == "forget_yes":
-                return Decision(conv, (), calls, forget=True)
+            if button.option == "forget_yes":  # erased in this update's own commit
+                done = calls + render.send(chat, render.esc(tx.forgotten))
+                if is_right_to_left(lang):
+                    done = render.right_to_left(done)
+                return Decision(conv, (), [], forget=True, records=[("forget", {
+                    "calls": done, "alert_note": render.esc(self.texts.alert_forgotten)})])
             return Decision(conv, (), calls + render.send(chat, render.esc(tx.kept)))
         if session is None:  # a button from before /forget or from a purged conversation
             return self._begin(conv)

@@ -224,6 +224,9 @@ async def test_forget_erases_consent_and_pending_alerts(fake, flow, tmp_path):
         await p.say("/forget")
         await p.press("Yes, erase it", wait_new=False)
         await fake.wait(lambda: "erased everything" in p.last())
+        # (the confirmation's own outbox rows go once it is sent: the same moment)
+        await fake.wait(lambda: db.execute("SELECT count(*) FROM outbox WHERE user_id = 913"
+                                           ).fetchone() == (0,), timeout=2)
         for table in ("conversations", "answer_log", "outbox", "alerts"):
             assert db.execute(f"SELECT count(*) FROM {table} WHERE user_id = 913").fetchone() \
                 == (0,), table

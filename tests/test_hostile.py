@@ -359,12 +359,39 @@ async def test_forget_erases_the_answers_from_the_file_the_wal_the_backups_and_t
         await fake.wait(lambda: "erased everything" in p.last())
         await fake.wait(lambda: "asked to be forgotten" in alert.text)
         assert alert.buttons() == [], "nobody can take an alert about no one"
+        # the backups are erased last, moments after the confirmation is sent
+        await fake.wait(lambda: b"User1340" not in backup.read_bytes(), timeout=2)
         db = h.settings.db
         stored = b"".join(f.read_bytes() for f in (db, db.with_name(db.name + "-wal"))
                           if f.exists())
         assert b"User1340" not in stored, "the name (and answers) are gone from the file"
-        assert b"User1340" not in backup.read_bytes()
         assert rows(backup, "SELECT count(*) FROM conversations WHERE user_id = 1340") == [(0,)]
+
+
+async def test_a_forget_confirmed_while_the_store_cannot_commit_is_done_later_not_lost(
+        fake, flow, tmp_path, caplog):
+    db = tmp_path / "bot.sqlite3"
+    harness = Harness(fake, flow, db, "polling")
+    harness.store = harness.bot.store = SqliteStore(db, busy_timeout=0.5)
+    async with harness:
+        p = Person(fake, 1345)
+        await p.start()
+        await p.say("45")
+        await p.say("/forget", until=lambda: "Erase everything" in p.last())
+        confirm = p.question()
+        other = sqlite3.connect(db, isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")
+        try:
+            fake.press(1345, confirm.message_id,
+                       next(d for t, d in confirm.buttons() if "Yes" in t))
+            await fake.wait(lambda: "database is locked" in caplog.text, timeout=10)
+            assert "erased" not in p.last()
+        finally:
+            other.execute("ROLLBACK")
+            other.close()
+        await fake.wait(lambda: "erased everything" in p.last(), timeout=20)
+        assert rows(db, "SELECT count(*) FROM answer_log WHERE user_id = 1345") == [(0,)]
+        assert rows(db, "SELECT count(*) FROM conversations WHERE user_id = 1345") == [(0,)]
 
 
 # ------------------------------------------------------------ 9. store failures cost nothing

@@ -295,6 +295,9 @@ async def test_forget_erases_every_row_about_the_person(fake, flow, tmp_path):
         await fake.wait(lambda: "erased everything" in p.last())
         assert "erased everything" in p.last()
         db = sqlite3.connect(h.settings.db)
+        # (the confirmation's own outbox rows go once it is sent: the same moment)
+        await fake.wait(lambda: db.execute("SELECT count(*) FROM outbox WHERE user_id = 510"
+                                           ).fetchone() == (0,), timeout=2)
         for table in ("conversations", "answer_log", "outbox"):
             assert db.execute(f"SELECT count(*) FROM {table} WHERE user_id = 510").fetchone() \
                 == (0,), table

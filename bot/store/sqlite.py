@@ -23,7 +23,7 @@ import os
 import sqlite3
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -70,6 +70,7 @@ class _Write:
     question: tuple[int, int] | None
     saved: tuple | None
     checked: bool  # the update id was already looked up (else: by the batch, before saving)
+    erase: dict[str, Any] | None = None  # forget this person (see SqliteStore._erase)
 
 
 # A conversation's row as committed: session, interview, question_message, draft, extra,
@@ -330,6 +331,8 @@ class SqliteStore:
         for w in writes:
             sent.setdefault(w.key.user_id, set()).update(w.sent)
 
+        forgotten: set[int] = set()
+
         def transaction(db: sqlite3.Connection) -> tuple[set[int], list[tuple[Key, Row]]]:
             if db.in_transaction:  # (only if an earlier rollback itself failed)
                 db.rollback()
@@ -345,7 +348,10 @@ class SqliteStore:
                     if rows:
                         db.executemany(sql, rows)
                 saved = [w.saved for w in writes if w.saved and w.update_id not in handled]
-                kept = self._save(db, saved, now, added)
+                kept = self._save(db, saved, now, added, forgotten)
+                for w in writes:
+                    if w.erase is not None:
+                        self._erase(db, w.key.user_id, w.erase, added, forgotten)
                 db.execute("COMMIT")
             except BaseException:
                 with contextlib.suppress(Exception):
@@ -355,12 +361,17 @@ class SqliteStore:
 
         async with self.lock:
             handled, kept = await self._in_thread(transaction, self._batches)
+            for user in forgotten:  # their outbox and rows are gone from the table
+                self._outbox.pop(user, None)
+                for key in [k for k in self._rows if k.user_id == user]:
+                    del self._rows[key]
             self._mirror(added, sent)
             for w in writes:
                 if w.question is not None:
                     self._question_sent(w.key, w.question)
             for key, row in kept:
-                self._keep(key, row)
+                if key.user_id not in forgotten:
+                    self._keep(key, row)
         return handled
 
     async def settle(self, sent: dict[int, tuple[int, ...]],
@@ -375,7 +386,7 @@ class SqliteStore:
             await self._transaction(writes)
 
     def _save(self, db: sqlite3.Connection, saved: list[tuple], now: float,
-              added: list[Outgoing]) -> list[tuple[Key, Row]]:
+              added: list[Outgoing], forgotten: set[int]) -> list[tuple[Key, Row]]:
         """Write new conversation states, their log, outbox calls (each also put in
         `added`) and records; return the conversations' rows as written. (On the
         writer thread, inside its transaction.)"""
@@ -411,12 +422,14 @@ class SqliteStore:
                 outbox)
         for conv, _, _, records in saved:
             for kind, data in records:
-                self._record(db, conv.key, kind, data, now, added)
+                self._record(db, conv.key, kind, data, now, added, forgotten)
         return rows
 
     def _record(self, db: sqlite3.Connection, key: Key, kind: str, data: dict[str, Any],
-                now: float, added: list[Outgoing]) -> None:
-        if kind == "schedule":  # a check-in or reminder; replaces pending ones of its kind
+                now: float, added: list[Outgoing], forgotten: set[int]) -> None:
+        if kind == "forget":  # /forget, confirmed: in the same commit as the press
+            self._erase(db, key.user_id, data, added, forgotten)
+        elif kind == "schedule":  # a check-in or reminder; replaces pending ones of its kind
             db.execute(
                 "UPDATE schedule SET status = 'replaced', done_at = ? WHERE user_id = ? AND"
                 " chat_id = ? AND kind = ? AND status = 'pending'",
@@ -496,38 +509,45 @@ class SqliteStore:
             if row is not None:
                 self._rows[key] = (*row[:5], 1)
 
-    async def forget(self, user_id: int,
-                     alert_note: Callable[[int, int], tuple[str, dict[str, Any]]] | None = None,
-                     ) -> int:
-        """Erase every row about this person, for real; returns rows deleted.
+    async def forget(self, user_id: int, erase: dict[str, Any] | None = None) -> None:
+        """Erase every row about this person, for real (see `_erase`). The bot does it
+        as part of the update that confirms /forget (a "forget" record), so an erasure
+        can never be acknowledged and then lost; this is the same, on its own."""
+        await self._transaction([_Write(None, Key(user_id, user_id), (), None, None, True,
+                                        erase or {})])
+        await self.checkpoint()
 
-        Deleted content is overwritten (secure_delete) and the WAL checkpointed and
-        truncated, so the answers are gone from the file, not just unreachable.
-        `alert_note(staff_chat, message_id)`: the call that marks each alert already
-        posted about them, queued in the same commit (the staff chat still shows it).
-        """
+    async def checkpoint(self) -> None:
+        """Copy the WAL into the file and truncate it: after /forget, the erased pages
+        (overwritten in the file) leave no older copy behind in the WAL."""
         async with self.lock:
-            async with self._transaction_held() as db:
-                alerts = await db.execute_fetchall(
-                    "SELECT staff_chat, message_id FROM alerts WHERE user_id = ? AND"
-                    " message_id IS NOT NULL", (user_id,))
-                total = 0
-                for table in PERSONAL_TABLES:
-                    cur = await db.execute(f"DELETE FROM {table} WHERE user_id = ?", (user_id,))
-                    total += cur.rowcount
-                notes = [self._outgoing(Key(chat, user_id), *alert_note(chat, message))
-                         for chat, message in alerts] if alert_note else []
-                await db.executemany(
-                    "INSERT INTO outbox (id, chat_id, user_id, method, params) VALUES"
-                    " (?, ?, ?, ?, ?)", [(out.id, out.key.chat_id, user_id, out.method, text)
-                                         for out, text in notes])
-            self._outbox.pop(user_id, None)
-            self._mirror([out for out, _ in notes], {})
-            for key in [k for k in self._rows if k.user_id == user_id]:
-                del self._rows[key]
-            with contextlib.suppress(sqlite3.Error):  # (a reader mid-query: the next one)
+            with contextlib.suppress(sqlite3.Error):  # (a reader mid-query: next time)
                 await self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # type: ignore[union-attr]
-        return total
+
+    def _erase(self, db: sqlite3.Connection, user_id: int, data: dict[str, Any],
+               added: list[Outgoing], forgotten: set[int]) -> None:
+        """(Writer thread, inside its transaction.) Delete every row about a person with
+        the deleted content overwritten, drop calls queued for them earlier in this
+        commit, then queue `data["calls"]` (the confirmation) and, on each alert posted
+        about them, an edit to `data["alert_note"]` with its button removed."""
+        alerts = db.execute("SELECT staff_chat, message_id FROM alerts WHERE user_id = ? AND"
+                            " message_id IS NOT NULL", (user_id,)).fetchall()
+        for table in PERSONAL_TABLES:  # (secure_delete is on for this connection)
+            db.execute(f"DELETE FROM {table} WHERE user_id = ?", (user_id,))
+        added[:] = [out for out in added if out.key.user_id != user_id]
+        forgotten.add(user_id)
+        calls = [(Key(params["chat_id"], user_id), method, params)
+                 for method, params in data.get("calls", ())]
+        if data.get("alert_note"):
+            calls += [(Key(chat, user_id), "editMessageText", {
+                "chat_id": chat, "message_id": message, "text": data["alert_note"],
+                "parse_mode": "HTML", "reply_markup": {"inline_keyboard": []}})
+                for chat, message in alerts]
+        for key, method, params in calls:
+            out, text = self._outgoing(key, method, params)
+            added.append(out)
+            db.execute("INSERT INTO outbox (id, chat_id, user_id, method, params) VALUES"
+                       " (?, ?, ?, ?, ?)", (out.id, key.chat_id, user_id, method, text))
 
     async def purge(self, older_than_days: float) -> int:
         """Delete conversations (and their log) untouched for longer than the retention."""
@@ -706,7 +726,7 @@ def _claim(path: Path) -> int:
 def _connect_for_batches(path: Path, busy_ms: int) -> sqlite3.Connection:
     db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     db.execute("PRAGMA synchronous=FULL")  # (WAL is the file's, set at open)
-    db.execute("PRAGMA secure_delete=FAST")  # old row versions zeroed where no extra I/O
+    db.execute("PRAGMA secure_delete=ON")  # what is deleted (sent calls, old rows) is zeroed
     db.execute("PRAGMA foreign_keys=ON")
     db.execute(f"PRAGMA busy_timeout={busy_ms:d}")
     return db

@@ -484,23 +484,17 @@ class TelegramBot:
                 self._count(decision.records)
             if query is not None:
                 await self._answer_query(query, decision.toast if decision else "")
-            if decision is not None and decision.forget:
-                await self._forget(key, decision)
             await self.flush(key)
+            if decision is not None and decision.forget:
+                await self._forgotten(key)
 
-    async def _forget(self, key: Key, decision: Decision) -> None:
-        """Erase the person (their alerts in the staff chat marked so), then say so."""
-        await self.flush(key)  # close the confirmation's keyboard first
-        staff = self.conversations.texts
-        note = render.esc(staff.alert_forgotten)
-        await self.store.forget(key.user_id, lambda chat, message: (
-            "editMessageText", {"chat_id": chat, "message_id": message, "text": note,
-                                "parse_mode": "HTML", "reply_markup": render.NO_KEYBOARD}))
-        tx = self.conversations.texts_in(self.conversations.language_of(decision.conversation))
-        with contextlib.suppress(Rejected, Blocked):
-            await self._call("sendMessage", {"chat_id": key.chat_id, "parse_mode": "HTML",
-                                             "text": render.esc(tx.forgotten)})
-        if self.settings.backup_dir is not None:  # and from this bot's own backups
+    async def _forgotten(self, key: Key) -> None:
+        """After the commit that erased a person and the sending of its confirmation:
+        record those calls as made (no row of theirs left), truncate the WAL, and erase
+        them from this bot's own backups too."""
+        await self.settle()
+        await self.store.checkpoint()
+        if self.settings.backup_dir is not None:
             await asyncio.to_thread(maintenance.erase_from_backups, self.settings.backup_dir,
                                     key.user_id)
 
