@@ -121,8 +121,8 @@ class SqliteStore:
         await self.db.execute("PRAGMA synchronous=FULL")
         await self.db.execute("PRAGMA foreign_keys=ON")
         await self.db.execute(f"PRAGMA busy_timeout={self.busy_ms:d}")
-        # /forget and the retention purge delete on this connection: overwrite what they
-        # delete, so erased answers do not linger in free space of the file
+        # the retention purge deletes on this connection (/forget on the writer's):
+        # overwrite what is deleted, so erased answers do not linger in free space
         await self.db.execute("PRAGMA secure_delete=ON")
         await self.migrate()
         await self._load_outbox()
