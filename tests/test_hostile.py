@@ -292,6 +292,8 @@ async def test_idle_connections_cannot_take_the_listener_down(fake, flow, tmp_pa
             assert await asyncio.wait_for(reader.read(100), 2) == b"", \
                 "a request head not sent in time: closed"
             assert len(h.bot.pool.open) <= 50
+            await asyncio.sleep(0.1)
+            assert len(runner.server.connections) <= 50, "aiohttp let go of evicted ones"
         finally:
             for writer in idle:
                 writer.close()

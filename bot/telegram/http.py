@@ -42,6 +42,7 @@ class Guard(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.timer: asyncio.TimerHandle | None = None
         self.handling = 0  # requests of this connection inside a handler
+        self.admitted = False  # aiohttp's protocol was told of the connection
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -49,6 +50,7 @@ class Guard(asyncio.Protocol):
         if not self.pool.admit(self):
             transport.abort()
             return
+        self.admitted = True
         self.inner.connection_made(transport)
         self.arm()
 
@@ -66,7 +68,8 @@ class Guard(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.disarm()
-        if self.pool.release(self):
+        self.pool.release(self)
+        if self.admitted:  # (also one evicted for a newer connection: aiohttp cleans up)
             self.inner.connection_lost(exc)
 
     # the head timeout: armed while the connection waits for a request's head
@@ -116,13 +119,13 @@ class Pool:
             del self.open[guard]
             self.open[guard] = None
 
-    def release(self, guard: Guard) -> bool:
-        """Forget a closed connection; False if it was never admitted."""
-        return self._drop(guard)
+    def release(self, guard: Guard) -> None:
+        """Forget a closed connection."""
+        self._drop(guard)
 
-    def _drop(self, guard: Guard) -> bool:
+    def _drop(self, guard: Guard) -> None:
         self.by_transport.pop(guard.transport, None)
-        return self.open.pop(guard, False) is None
+        self.open.pop(guard, None)
 
 
 @web.middleware
