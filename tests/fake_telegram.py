@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import itertools
 import json
+import math
 import re
 import time
 from dataclasses import dataclass, field
@@ -101,6 +102,54 @@ class Message:
         return [(b["text"], b.get("callback_data", "")) for row in rows for b in row]
 
 
+class Bucket:
+    """A token bucket: `burst` calls at once, then `rate` a second."""
+
+    def __init__(self, rate: float, burst: float):
+        self.rate, self.burst = rate, burst
+        self.tokens, self.at = float(burst), time.monotonic()
+
+    def take(self) -> float:
+        """0 if a call may go now (and count it), else seconds until one may."""
+        now = time.monotonic()
+        self.tokens = min(self.burst, self.tokens + (now - self.at) * self.rate)
+        self.at = now
+        if self.tokens >= 1:
+            self.tokens -= 1
+            return 0.0
+        return (1 - self.tokens) / self.rate
+
+
+@dataclass
+class FloodLimits:
+    """Telegram's flood control, as the fake enforces it when given one: a private chat
+    about 1 message a second after a short burst, a group 20 a minute, the whole bot
+    `overall` a second; beyond them a 429 with `retry_after` (whole seconds, at least 1)."""
+
+    overall: float = 30.0
+    chat_rate: float = 1.0
+    chat_burst: int = 3
+    group_per_minute: int = 20
+    methods: tuple[str, ...] = ("sendMessage",)
+
+    def __post_init__(self) -> None:
+        self._all = Bucket(self.overall, self.overall)
+        self._chats: dict[int, Bucket] = {}
+
+    def check(self, method: str, chat: int | None) -> None:
+        if method not in self.methods or chat is None:
+            return
+        bucket = self._chats.get(chat)
+        if bucket is None:
+            bucket = self._chats[chat] = Bucket(self.group_per_minute / 60,
+                                                self.group_per_minute) if chat < 0 else \
+                Bucket(self.chat_rate, self.chat_burst)
+        wait = bucket.take() or self._all.take()
+        if wait:
+            retry = max(1, math.ceil(wait))
+            raise ApiError(429, f"Too Many Requests: retry after {retry}", retry_after=retry)
+
+
 @dataclass
 class FakeTelegram:
     token: str = "123456:TEST-TOKEN"
@@ -128,6 +177,7 @@ class FakeTelegram:
     ssl: Any = None  # an SSLContext trusting the proxy's certificate, for HTTPS webhooks
     attempts: dict[int, int] = field(default_factory=dict)  # update id -> webhook attempts
     webhook_replies: list[str] = field(default_factory=list)  # methods made by webhook replies
+    limits: FloodLimits | None = None  # Telegram's flood control (off unless given)
 
     def __post_init__(self) -> None:
         self._ids = itertools.count(1000)
@@ -198,6 +248,8 @@ class FakeTelegram:
         try:
             if self.failures.get(method):
                 raise self.failures[method].pop(0)
+            if self.limits is not None:
+                self.limits.check(method, self._chat_of_call(params))
             if handler is None:
                 raise ApiError(404, "Not Found: method not found")
             result = await handler(params)

@@ -98,3 +98,21 @@ def test_html_entities_are_parsed_like_telegram():
     with pytest.raises(ApiError):
         parse_html("<a>no href</a>")
     assert json.dumps(parse_html("plain"))
+
+
+async def test_flood_limits_answer_429_with_retry_after_per_chat_group_and_overall(api):
+    from .fake_telegram import FloodLimits
+
+    fake, call = api
+    fake.chats[-100] = []
+    fake.limits = FloodLimits(overall=1000, chat_rate=1, chat_burst=3, group_per_minute=20)
+    codes = [(await call("sendMessage", chat_id=42, text="hi"))[0] for _ in range(4)]
+    assert codes == [200, 200, 200, 429], "a burst of 3, then about one a second"
+    status, body = await call("sendMessage", chat_id=42, text="hi")
+    assert status == 429 and body["parameters"]["retry_after"] >= 1
+    group = [(await call("sendMessage", chat_id=-100, text="hi"))[0] for _ in range(21)]
+    assert group.count(200) == 20 and group[-1] == 429, "20 a minute in a group"
+    fake.limits = FloodLimits(overall=2, chat_burst=100)
+    fake.chats.update({7: [], 8: [], 9: []})
+    overall = [(await call("sendMessage", chat_id=c, text="hi"))[0] for c in (7, 8, 9)]
+    assert overall == [200, 200, 429], "and the whole bot's rate"
