@@ -278,13 +278,19 @@ class TelegramBot:
 
     @property
     def roles(self) -> access.Roles:
-        """Who is staff and admin, from the settings (bot.access decides with it)."""
+        """Who is staff and admin, from the settings (bot.access decides with it); built
+        once per Settings object, not per update."""
         settings = self.settings
-        return access.Roles(
+        cached = getattr(self, "_roles", None)
+        if cached is not None and cached[0] is settings:
+            return cached[1]
+        roles = access.Roles(
             staff_chats=frozenset(c for c in (settings.staff_chat,
                                                *(s for _, s in settings.staff_chats))
                                   if c is not None),
             admins=settings.admins)
+        self._roles = (settings, roles)
+        return roles
 
     # ------------------------------------------------------------ lifecycle
 
