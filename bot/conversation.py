@@ -19,6 +19,7 @@ from bot.flow import Level
 from bot.session import (
     Ask,
     Back,
+    Escalate,
     Input,
     LogEntry,
     Outcome,
@@ -31,7 +32,7 @@ from bot.session import (
 )
 from bot.store import Conversation, Scheduled
 from bot.telegram import render
-from bot.telegram.render import Button, Call
+from bot.telegram.render import Button, Call, Priority
 from bot.texts import BotTexts, Locale, is_right_to_left, load_texts
 
 
@@ -61,6 +62,7 @@ class Decision:
     forget: bool = False
     toast: str = ""  # the short notice for answerCallbackQuery
     records: list[tuple[str, dict[str, Any]]] = field(default_factory=list)  # events, alerts
+    priority: Priority = Priority.REPLY  # how soon its calls must go (bot.telegram.delivery)
 
 
 MAX_TYPED = 1000
@@ -217,7 +219,13 @@ class Conversations:
         return self._directed(decision)
 
     def _directed(self, decision: Decision) -> Decision:
-        """The one place that marks a right-to-left person's messages (Arabic)."""
+        """The one place that marks a right-to-left person's messages (Arabic), and
+        the calls' priority when it is not a plain reply; notices are folded into the
+        message that follows them (render.fold)."""
+        decision = replace(decision, calls=render.fold(decision.calls))
+        if decision.priority != Priority.REPLY:
+            decision = replace(decision, calls=render.prioritised(decision.calls,
+                                                                  decision.priority))
         if is_right_to_left(self.language_of(decision.conversation)):
             return replace(decision, calls=render.right_to_left(decision.calls))
         return decision
@@ -240,7 +248,8 @@ class Conversations:
         if event.kind == "command":
             return self._command(conv, event)
         if event.kind == "group":
-            return Decision(conv, (), self.invitation(chat, self.pick_language(event.language)))
+            return Decision(conv, (), self.invitation(chat, self.pick_language(event.language)),
+                            priority=Priority.BULK)
         if event.kind == "edited":
             return Decision(conv, (), render.send(chat, render.esc(self.say(tx.edited, lang))))
         if session is None and event.kind != "button":  # anything first begins the check
@@ -260,8 +269,8 @@ class Conversations:
         source = deeplink.read(payload, self.token) if payload else None
         if source is not None:
             conv = replace(conv, extra={**conv.extra, "source": source})
-        if "consent" not in conv.extra:
-            return Decision(conv, (), self._consent_prompt(conv))
+        if "consent" not in conv.extra:  # a new person: their first contact
+            return Decision(conv, (), self._consent_prompt(conv), priority=Priority.FIRST)
         return self._run(conv, Start(), new_interview=True)
 
     def _command(self, conv: Conversation, event: Event) -> Decision:
@@ -431,7 +440,7 @@ class Conversations:
         has started another check meanwhile, skip it; or, if it is too late to be useful
         (the bot was down), say so. A reminder repeats the current question. Each way
         marks it done, once."""
-        return self._directed(self._due(conv, item, now))
+        return self._directed(replace(self._due(conv, item, now), priority=Priority.BULK))
 
     def _due(self, conv: Conversation, item: Scheduled, now: float) -> Decision:
         chat, lang = conv.key.chat_id, self.language_of(conv)
@@ -566,7 +575,10 @@ class Conversations:
                     "interview": interview, "level": outcome.level.id}})
             if self.checkins and self.engine.flow.followup and outcome.level < Level.EMERGENCY:
                 calls += self._checkin_offer(conv, interview)
-        return Decision(conv, log, calls, records=records)
+        emergency = any(isinstance(r, Escalate | Outcome) and r.level == Level.EMERGENCY
+                        for r in step.replies)
+        return Decision(conv, log, calls, records=records,
+                        priority=Priority.EMERGENCY if emergency else Priority.REPLY)
 
     def _alert(self, conv: Conversation, outcome: Outcome) -> dict | None:
         """A staff alert for an urgent or emergency outcome, if the person agreed to contact."""

@@ -30,6 +30,7 @@ ENV_VARS = (
     "TRIAGEBOT_STAFF_CHATS", "TRIAGEBOT_ADMINS", "TRIAGEBOT_METRICS_TOKEN",
     "TRIAGEBOT_LOG_FORMAT", "TRIAGEBOT_BACKUP_DIR", "TRIAGEBOT_BACKUP_HOURS",
     "TRIAGEBOT_BACKUP_KEEP", "TRIAGEBOT_SEND_RATE", "TRIAGEBOT_CHAT_BURST",
+    "TRIAGEBOT_BULK_RATE", "TRIAGEBOT_PAID_BROADCAST",
     "TRIAGEBOT_EMERGENCY_NUMBERS", "TRIAGEBOT_DEFAULT_LANGUAGE", "TRIAGEBOT_MISSING_TRANSLATIONS",
     "TRIAGEBOT_INTERVIEW_EXPIRY_HOURS", "TRIAGEBOT_CHECKINS", "TRIAGEBOT_TIMEZONE",
     "TRIAGEBOT_CHECKIN_STALE_HOURS", "TRIAGEBOT_NUDGE_HOURS", "TRIAGEBOT_START_TIMEOUT",
@@ -58,8 +59,12 @@ class Settings:
     backup_dir: Path | None = None
     backup_hours: float = 24.0
     backup_keep: int = 7
-    send_rate: float = 30.0  # messages per second for the whole bot (Telegram's limit)
+    # messages per second for the whole bot; None: no cap of ours, Telegram's 429s
+    # say when to slow down (replies to people who wrote are not held to 30/s)
+    send_rate: float | None = None
     chat_burst: int = 3  # messages a chat may get at once, then about one a second
+    bulk_rate: float = 30.0  # proactive messages (check-ins, nudges) per second at most
+    paid_broadcast: bool = False  # send proactive messages with allow_paid_broadcast
     emergency_numbers: tuple[tuple[str, str], ...] = ()  # (language, number) where it differs
     default_language: str = "en"  # when Telegram's language_code is not one the flow has
     allow_missing_translations: bool = False  # warn instead of refusing to start
@@ -152,7 +157,12 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
     backup_hours = _number(env, "TRIAGEBOT_BACKUP_HOURS", 24.0, 0.01, 24 * 365, "hours")
     backup_keep = int(_number(env, "TRIAGEBOT_BACKUP_KEEP", 7, 1, 10_000, "copies", whole=True))
     backup_dir = env.get("TRIAGEBOT_BACKUP_DIR") or None
-    send_rate = _number(env, "TRIAGEBOT_SEND_RATE", 30.0, 0.01, 1e6, "messages per second")
+    send_rate = None if env.get("TRIAGEBOT_SEND_RATE", "").strip().lower() in ("", "off") \
+        else _number(env, "TRIAGEBOT_SEND_RATE", 0, 0.01, 1e6, "messages per second")
+    bulk_rate = _number(env, "TRIAGEBOT_BULK_RATE", 30.0, 0.01, 1e6, "messages per second")
+    paid = env.get("TRIAGEBOT_PAID_BROADCAST", "off").strip().lower()
+    if paid not in ("on", "off"):
+        raise SettingsError(f"TRIAGEBOT_PAID_BROADCAST={paid!r}: use on or off")
     chat_burst = int(_number(env, "TRIAGEBOT_CHAT_BURST", 3, 1, 1e6, "messages", whole=True))
     expiry_hours = _number(env, "TRIAGEBOT_INTERVIEW_EXPIRY_HOURS", 24.0, 0, 24 * 365, "hours")
     checkins = env.get("TRIAGEBOT_CHECKINS", "on").strip().lower()
@@ -189,6 +199,8 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         backup_keep=backup_keep,
         send_rate=send_rate,
         chat_burst=chat_burst,
+        bulk_rate=bulk_rate,
+        paid_broadcast=paid == "on",
         emergency_numbers=tuple(numbers),
         default_language=default_language,
         allow_missing_translations=missing == "warn",

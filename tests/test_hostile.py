@@ -386,7 +386,7 @@ async def test_a_forget_confirmed_while_the_store_cannot_commit_is_done_later_no
         try:
             fake.press(1345, confirm.message_id,
                        next(d for t, d in confirm.buttons() if "Yes" in t))
-            await fake.wait(lambda: "database is locked" in caplog.text, timeout=10)
+            await fake.wait(lambda: "kept for later: database is locked" in caplog.text, timeout=10)
             assert "erased" not in p.last()
         finally:
             other.execute("ROLLBACK")
@@ -411,7 +411,7 @@ async def test_a_locked_database_delays_an_answer_and_never_loses_it(fake, flow,
         other.execute("BEGIN IMMEDIATE")
         try:
             update_id = fake.type(1350, "45")
-            await fake.wait(lambda: "database is locked" in caplog.text, timeout=15)
+            await fake.wait(lambda: "kept for later: database is locked" in caplog.text, timeout=15)
             if mode == "webhook":
                 assert fake.delivered.get(update_id) is None, "not acknowledged"
                 problem = await h.bot.unhealthy()

@@ -18,7 +18,8 @@ PEOPLE = [Key(1, 1), Key(2, 2), Key(-100, 1)]  # two private chats, one group ch
 
 # One step: (kind, person index, how many calls, which pending calls were "sent")
 steps = st.lists(st.tuples(
-    st.sampled_from(["update", "update", "update", "bad update", "settle", "blocked", "forget"]),
+    st.sampled_from(["update", "update", "update", "bad update", "settle", "sent", "blocked",
+                     "forget"]),
     st.integers(0, len(PEOPLE) - 1), st.integers(0, 3), st.integers(0, 7)), max_size=25)
 
 
@@ -47,6 +48,8 @@ async def apply(store: SqliteStore, kind: str, key: Key, calls: int, sent_mask: 
             assert kind == "bad update"
     elif kind == "settle":
         await store.settle({key.user_id: sent}, {})
+    elif kind == "sent":  # what the delivery scheduler records after each call
+        await store.sent(key, sent)
     elif kind == "blocked":
         await store.set_blocked(key)
     else:

@@ -71,6 +71,8 @@ class _Write:
     saved: tuple | None
     checked: bool  # the update id was already looked up (else: by the batch, before saving)
     erase: dict[str, Any] | None = None  # forget this person (see SqliteStore._erase)
+    alert: tuple[int, int] | None = None  # (alert id, its message id): the alert was posted
+    then: tuple[tuple[Key, str, dict[str, Any]], ...] = ()  # calls to queue with it
 
 
 # A conversation's row as committed: session, interview, question_message, draft, extra,
@@ -352,6 +354,16 @@ class SqliteStore:
                 for w in writes:
                     if w.erase is not None:
                         self._erase(db, w.key.user_id, w.erase, added, forgotten)
+                    if w.alert is not None:
+                        db.execute("UPDATE alerts SET sent_at = ?, message_id = ? WHERE id = ?",
+                                   (now, w.alert[1], w.alert[0]))
+                    for key, method, params in w.then:
+                        if key.user_id not in forgotten:
+                            out, text = self._outgoing(key, method, params)
+                            added.append(out)
+                            db.execute("INSERT INTO outbox (id, chat_id, user_id, method,"
+                                       " params) VALUES (?, ?, ?, ?, ?)",
+                                       (out.id, key.chat_id, key.user_id, method, text))
                 db.execute("COMMIT")
             except BaseException:
                 with contextlib.suppress(Exception):
@@ -373,6 +385,16 @@ class SqliteStore:
                 if key.user_id not in forgotten:
                     self._keep(key, row)
         return handled
+
+    async def sent(self, key: Key, ids: tuple[int, ...], question: tuple[int, int] | None = None,
+                   alert: tuple[int, int] | None = None,
+                   then: tuple[tuple[Key, str, dict[str, Any]], ...] = ()) -> None:
+        """Record outbox calls as made (Telegram took them, or refused them for good), at
+        once, in the next group commit: a crash then re-sends only calls in flight.
+        With them: the question message just sent ((interview, message id)), or the
+        alert just posted ((alert id, message id)) and `then`, calls that follow from
+        it (telling the person a clinician knows), queued in the same commit."""
+        await self._commit(_Write(None, key, ids, question, None, True, None, alert, then))
 
     async def settle(self, sent: dict[int, tuple[int, ...]],
                      questions: dict[Key, tuple[int, int]]) -> None:
@@ -461,6 +483,7 @@ class SqliteStore:
             alert_id = cur.lastrowid
             params = {"chat_id": data["staff_chat"], "text": data["text"],
                       "parse_mode": "HTML", "_alert": alert_id, "_notify": data.get("notify"),
+                      "_priority": 0,  # (render.Priority.EMERGENCY: before everything)
                       "reply_markup": {"inline_keyboard": [[{
                           "text": data["button"], "callback_data": f"!take|{alert_id}"}]]}}
             out, text = self._outgoing(Key(data["staff_chat"], key.user_id), "sendMessage",

@@ -6,13 +6,16 @@
   the webhook answers 200, only then. The use case runs under a per-person lock,
   so one person's updates are handled in order while different people run at
   once, and their commits are grouped (see SqliteStore.update).
-* Bot API calls go through python-telegram-bot's Bot (its rate limiter, errors and
-  an aiohttp request); in webhook mode one call whose result is not needed (the
-  button's answer, or an edit) rides on the webhook's response instead.
-* Replies are sent after the commit from the store's outbox, with retries on
-  429 and network errors; a 403 (the person blocked the bot) marks the
-  conversation and stops sending. Whatever could not be sent is retried from
-  the database, so a crash or an outage loses no reply.
+* Bot API calls go through python-telegram-bot's Bot (its errors and an aiohttp
+  request; not its rate limiter: `delivery` paces by what Telegram answers); in
+  webhook mode one call whose result is not needed (the button's answer, or an
+  edit) rides on the webhook's response instead.
+* Replies are sent after the commit, from the store's outbox, by the delivery
+  scheduler (bot.telegram.delivery: each chat in order, emergencies first, 429s
+  obeyed, failures retried with backoff); each call is recorded as made as soon
+  as Telegram took it. A 403 (the person blocked the bot) marks the conversation
+  and stops sending. A crash or an outage loses no reply and repeats only calls
+  that were in flight.
 * Logs never contain answers or message text: only update ids, kinds and codes.
 """
 
@@ -27,7 +30,7 @@ import logging
 import signal
 import time
 import warnings
-from collections import Counter, OrderedDict, defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from datetime import timedelta
@@ -35,7 +38,6 @@ from typing import Any
 
 import orjson
 from aiohttp import web
-from aiolimiter import AsyncLimiter
 from telegram import BotCommand
 from telegram.error import (
     BadRequest,
@@ -45,7 +47,7 @@ from telegram.error import (
     RetryAfter,
     TelegramError,
 )
-from telegram.ext import AIORateLimiter, Application
+from telegram.ext import Application
 from telegram.warnings import PTBUserWarning
 
 from bot import access
@@ -56,6 +58,7 @@ from bot.store import Conversation, Key, Outgoing, maintenance
 from bot.store.sqlite import SqliteStore
 from bot.telegram import http, inputs, render
 from bot.telegram.aiohttp_request import AiohttpRequest
+from bot.telegram.delivery import DONE, STOP, Delivery, Limits, Priority, Verdict, priority
 from bot.telegram.metrics import Metrics
 
 log = logging.getLogger("triagebot.telegram")
@@ -69,7 +72,8 @@ _outcome: contextvars.ContextVar[str | None] = contextvars.ContextVar("outcome",
 _webhook_reply: contextvars.ContextVar[list[dict[str, Any]] | None] = contextvars.ContextVar(
     "webhook_reply", default=None)
 ALLOWED_UPDATES = ["message", "edited_message", "callback_query", "my_chat_member"]
-SEND_ATTEMPTS = 5
+SEND_ATTEMPTS = 5  # of a call made directly (not from the outbox)
+ALERT_RETRY = 60.0  # seconds before an alert Telegram refused is tried again
 WEBHOOK_REPLY_METHODS = ("editMessageReplyMarkup", "editMessageText")
 POLL_TIMEOUT = 25  # seconds of long polling per getUpdates
 # After SIGTERM: seconds for the HTTP server's requests in flight, then for the loops'
@@ -164,26 +168,6 @@ class KeyedLocks:
         return len(self._locks)
 
 
-class ChatPacer:
-    """About one message a second per chat, allowing a short burst (Telegram's advice).
-
-    python-telegram-bot's AIORateLimiter keeps the bot-wide 30 messages/s and the
-    group limits; this adds the per-chat pace for private chats. Limiters are
-    dropped when idle, so memory stays bounded.
-    """
-
-    def __init__(self, burst: int = 3, per_seconds: float = 3.0):
-        self.burst, self.per_seconds = burst, per_seconds
-        self._limiters: OrderedDict[int, AsyncLimiter] = OrderedDict()
-
-    async def wait(self, chat_id: int) -> None:
-        limiter = self._limiters.pop(chat_id, None) or AsyncLimiter(self.burst, self.per_seconds)
-        self._limiters[chat_id] = limiter  # most recently used last
-        while len(self._limiters) > 10_000:
-            self._limiters.popitem(last=False)
-        await limiter.acquire()
-
-
 class StartupFailed(Exception):
     """The bot cannot start; the message says why in one line (the CLI exits 1)."""
 
@@ -226,6 +210,14 @@ class Rejected(Exception):
     """Telegram refused the call (400); retrying the same call cannot help."""
 
 
+class Later(Exception):
+    """The call could not be made now (a 429, a network error or 5xx): retry it."""
+
+    def __init__(self, after: float | None = None, limited: bool = False):
+        super().__init__(after)
+        self.after, self.limited = after, limited
+
+
 def _for_webhook_reply(pending: list[Outgoing]) -> Outgoing | None:
     """The call that may ride on the webhook's response instead of a request: an edit
     whose result is not needed, of a message no other call here touches (Telegram
@@ -240,8 +232,7 @@ def _for_webhook_reply(pending: list[Outgoing]) -> Outgoing | None:
 class TelegramBot:
     def __init__(self, settings: Settings, conversations: Conversations, store: SqliteStore,
                  *, poll_timeout: int = POLL_TIMEOUT, retry_base: float = 0.5,
-                 rate_limiter: AIORateLimiter | None = None, pacer: ChatPacer | None = None,
-                 clock: Callable[[], float] = time.time):
+                 limits: Limits | None = None, clock: Callable[[], float] = time.time):
         self.settings = settings
         self.conversations = conversations
         self.store = store
@@ -249,12 +240,12 @@ class TelegramBot:
         self.retry_base = retry_base
         self.clock = clock  # wall time for expiry and check-ins; tests move it by hand
         self.locks = KeyedLocks()
-        # written with the person's next update (see SqliteStore.update), or when idle:
-        self.sent_ids: dict[int, tuple[int, ...]] = {}  # user -> outbox ids Telegram accepted
-        self.questions: dict[Key, tuple[int, int]] = {}  # conversation -> (interview, message)
         self.metrics = Metrics()
-        self.pacer = pacer or ChatPacer(burst=settings.chat_burst,
-                                        per_seconds=float(settings.chat_burst))
+        self.delivery = Delivery(store, self._deliver, limits or Limits(
+            chat_burst=settings.chat_burst, bulk_rate=settings.bulk_rate,
+            overall_rate=settings.send_rate, retry_base=retry_base),
+            on_limited=lambda scope: self.metrics.limited.labels(scope).inc())
+        self._riding: set[asyncio.Task] = set()  # recording calls made by webhook replies
         self.ready = False
         self.stopping = asyncio.Event()
         self.username: str | None = None
@@ -272,9 +263,17 @@ class TelegramBot:
             .base_url(f"{settings.api_url}/bot").base_file_url(f"{settings.api_url}/file/bot")
             .request(AiohttpRequest())
             .get_updates_request(AiohttpRequest(pool_size=1))  # unused: see poll()
-            .rate_limiter(rate_limiter or AIORateLimiter(overall_max_rate=settings.send_rate,
-                                                         max_retries=2))
             .updater(None).build())
+
+    @property
+    def store(self) -> SqliteStore:
+        return self._store
+
+    @store.setter
+    def store(self, store: SqliteStore) -> None:  # (tests swap in a store of their own)
+        self._store = store
+        if hasattr(self, "delivery"):
+            self.delivery.outbox = store
 
     @property
     def roles(self) -> access.Roles:
@@ -302,7 +301,8 @@ class TelegramBot:
         give_up_after = self.settings.start_timeout if give_up_after is None else give_up_after
         await _retrying("open the database", self._open_store, give_up_after, self.stopping)
         await _retrying("reach Telegram", self._introduce, give_up_after, self.stopping)
-        await self.flush()  # replies committed before a crash or restart go out now
+        self.delivery.start()
+        await self.delivery.wake_all()  # calls committed before a crash or restart
         self.ready = True
         log.info("ready as @%s", self.username)
 
@@ -351,23 +351,13 @@ class TelegramBot:
             await self.application.bot.set_my_commands(
                 [BotCommand(c, d) for c, d in conversations.commands(lang)], language_code=lang)
 
-    async def settle(self) -> None:
-        """Write the deferred bookkeeping of people who have been quiet since."""
-        sent, self.sent_ids = self.sent_ids, {}
-        questions, self.questions = self.questions, {}
-        try:
-            await self.store.settle(sent, questions)
-        except Exception:  # keep them for the next try
-            for user, ids in sent.items():
-                self.sent_ids[user] = (*ids, *self.sent_ids.get(user, ()))
-            for key, value in questions.items():
-                self.questions.setdefault(key, value)
-            raise
-
-    async def stop(self) -> None:
+    async def stop(self, grace: float = 2.0) -> None:
+        """Stop sending (calls in flight get `grace` seconds) and close everything;
+        what was not sent stays in the outbox for the next start."""
         self.ready = False
-        with contextlib.suppress(Exception):
-            await self.settle()
+        await self.delivery.stop(grace)
+        if self._riding:
+            await asyncio.wait(self._riding, timeout=max(grace, 1.0))
         with contextlib.suppress(Exception):
             await self.application.shutdown()
         await self.store.close()
@@ -449,8 +439,7 @@ class TelegramBot:
                 return False
             raise
         if notice is not None:
-            async with self.locks(notice[0]):
-                await self.flush(notice[0])
+            await self.delivery.wake(notice[0])
         return True
 
     async def _handle(self, update: dict[str, Any], update_id: int | None) -> None:
@@ -486,19 +475,19 @@ class TelegramBot:
 
         async with self.locks(key):
             decision = await self._commit(key, update_id, decide)
-            if decision is not None:
-                self._count(decision.records)
-            if query is not None:
-                await self._answer_query(query, decision.toast if decision else "")
-            await self.flush(key)
-            if decision is not None and decision.forget:
-                await self._forgotten(key)
+        # committed: from here on nothing is lost, whatever fails
+        if decision is not None:
+            self._count(decision.records)
+        if query is not None:
+            await self._answer_query(query, decision.toast if decision else "")
+        await self._ride_webhook(key)
+        await self.delivery.wake(key)
+        if decision is not None and decision.forget:
+            await self._forgotten(key)
 
     async def _forgotten(self, key: Key) -> None:
-        """After the commit that erased a person and the sending of its confirmation:
-        record those calls as made (no row of theirs left), truncate the WAL, and erase
-        them from this bot's own backups too."""
-        await self.settle()
+        """After the commit that erased a person: truncate the WAL, and erase them from
+        this bot's own backups too."""
         await self.store.checkpoint()
         if self.settings.backup_dir is not None:
             await asyncio.to_thread(maintenance.erase_from_backups, self.settings.backup_dir,
@@ -577,82 +566,119 @@ class TelegramBot:
 
     # ------------------------------------------------------------ sending
 
-    async def flush(self, key: Key | None = None) -> None:
-        """Make every committed call still in the outbox, oldest first.
+    async def flush(self) -> None:
+        """Send whatever the outbox holds now, failing lanes included (the hourly safety
+        net; the scheduler itself retries failures with backoff)."""
+        await self.delivery.wake_all(retry=True)
 
-        Called with a key under that person's lock; without one (at start and
-        hourly) it takes each person's lock in turn, so no call goes out twice.
-        """
-        if key is None:
-            for person in dict.fromkeys(out.key for out in await self.store.pending()):
-                async with self.locks(person):
-                    await self.flush(person)
-            await self.settle()
+    async def _ride_webhook(self, key: Key) -> None:
+        """In webhook mode, put one of this person's new calls on the webhook's
+        response (see `_for_webhook_reply`); it counts as made once answered."""
+        reply = _webhook_reply.get()
+        if reply is None or reply:
             return
-        done: list[int] = []
-        already = set(self.sent_ids.get(key.user_id, ()))  # sent, awaiting their delete
-        pending = [out for out in await self.store.pending(key) if out.id not in already]
-        by_webhook = _for_webhook_reply(pending)
-        try:
-            for out in pending:
-                if out is by_webhook:
-                    reply = _webhook_reply.get()
-                    if reply is not None and not reply:
-                        reply.append({"method": out.method, **out.params})
-                        done.append(out.id)
-                        continue
-                if "_alert" in out.params:
-                    await self._send_alert(out)  # a failing alert never holds up the person
-                    continue
-                try:
-                    ok = await self._send(out)
-                except Blocked:
-                    log.info("chat %s blocked the bot; not sending", out.key.chat_id)
-                    await self.store.set_blocked(out.key)
-                    return
-                if not ok:
-                    return  # still failing: keep it (and what follows) for the next flush
-                done.append(out.id)
-        finally:
-            if done:  # recorded with this person's next update (or at idle/shutdown);
-                # after a crash before that, at most these calls are made again
-                self.sent_ids[key.user_id] = (*self.sent_ids.get(key.user_id, ()), *done)
+        pending = [out for out in await self.store.pending(key)
+                   if out.key == key and out.id not in self.delivery.in_flight]
+        out = _for_webhook_reply(pending)
+        if out is None:
+            return
+        reply.append({"method": out.method, **_api_params(out)})
+        self.delivery.in_flight.add(out.id)  # (the scheduler leaves it alone)
+        task = asyncio.create_task(self._record(out))
+        self._riding.add(task)
+        task.add_done_callback(self._riding.discard)
+        task.add_done_callback(lambda _: self.delivery.in_flight.discard(out.id))
 
-    async def _send(self, out: Outgoing) -> bool:
-        params = {k: v for k, v in out.params.items() if not k.startswith("_")}
+    async def _deliver(self, out: Outgoing) -> Verdict:
+        """One attempt at a committed call, for the delivery scheduler; recorded as made
+        (with what follows from it) before the verdict is given."""
+        alert = out.params.get("_alert")
+        params = _api_params(out)
+        if self.settings.paid_broadcast and priority(out) == Priority.BULK:
+            params["allow_paid_broadcast"] = True  # (Telegram charges Stars past 30/s)
         try:
-            result = await self._call(out.method, params)
-        except Rejected:
-            return True  # logged; retrying the same call cannot help
-        if result is None:
-            return False
-        interview = out.params.get(render.QUESTION)
-        if interview is not None and isinstance(result, dict) and "message_id" in result:
-            self.questions[out.key] = (interview, result["message_id"])
-        return True
-
-    async def _send_alert(self, out: Outgoing) -> None:
-        """Post a clinician alert; on failure keep it in the database and record why."""
-        alert_id = out.params["_alert"]
-        params = {k: v for k, v in out.params.items() if not k.startswith("_")}
-        try:
-            result = await self._call(out.method, params)
-            error = None if result is not None else "Telegram unreachable"
+            result = await self._attempt(out.method, params)
+        except Later as later:
+            if alert is not None and not later.limited:
+                await self.store.alert_failed(alert, "Telegram unreachable")
+            return Verdict("retry", later.after, later.limited)
         except (Rejected, Blocked) as exc:
-            result, error = None, f"{type(exc).__name__}: {exc}"
-        if error is not None:
-            log.warning("alert %s not delivered: %s", alert_id, error)
-            await self.store.alert_failed(alert_id, error)
-            return
-        message_id = result.get("message_id", 0) if isinstance(result, dict) else 0
-        await self.store.alert_sent(alert_id, message_id)
-        self.sent_ids[out.key.user_id] = (*self.sent_ids.get(out.key.user_id, ()), out.id)
-        # only now is it true that a clinician was told
-        with contextlib.suppress(Rejected, Blocked):
-            await self._call("sendMessage", {
-                "chat_id": out.key.user_id, "parse_mode": "HTML",
-                "text": render.esc(out.params.get("_notify") or
-                                   self.conversations.texts.notified)})
+            if alert is not None:  # e.g. the bot was removed from the staff chat
+                log.warning("alert %s not delivered: %s", alert, type(exc).__name__)
+                await self.store.alert_failed(alert, f"{type(exc).__name__}: {exc}")
+                return Verdict("retry", ALERT_RETRY)
+            if isinstance(exc, Blocked):
+                log.info("chat %s blocked the bot; not sending", out.key.chat_id)
+                await self.store.set_blocked(out.key)
+                return STOP
+            await self._record(out)  # retrying the same call cannot help
+            return DONE
+        if alert is not None:
+            message_id = result.get("message_id", 0) if isinstance(result, dict) else 0
+            person = Key(out.key.user_id, out.key.user_id)
+            # only now is it true that a clinician was told
+            notify = ("sendMessage", {"chat_id": out.key.user_id, "parse_mode": "HTML",
+                                      "text": render.esc(out.params.get("_notify") or
+                                                         self.conversations.texts.notified)})
+            await self._record(out, alert=(alert, message_id), then=((person, *notify),))
+            await self.delivery.wake(person)
+            return DONE
+        interview = out.params.get(render.QUESTION)
+        question = (interview, result["message_id"]) if interview is not None and \
+            isinstance(result, dict) and "message_id" in result else None
+        await self._record(out, question=question)
+        return DONE
+
+    async def _record(self, out: Outgoing, question: tuple[int, int] | None = None,
+                      **alert: Any) -> None:
+        """Record a call as made, trying again (with backoff) while the store cannot
+        commit: the call is not made again meanwhile (it is in flight)."""
+        wait = 0.5
+        while True:
+            try:
+                if question is None:
+                    await self.store.sent(out.key, (out.id,), **alert)
+                else:  # (their next update reads the question's message id: in turn)
+                    async with self.locks(out.key):
+                        await self.store.sent(out.key, (out.id,), question, **alert)
+                return
+            except Exception as exc:
+                fault = self.store.fault(exc)
+                if fault is None:
+                    raise
+                self._store_failed(fault)
+                log.error("cannot record a call as made: %s", fault)
+                await asyncio.sleep(wait)
+                wait = min(2 * wait, STORE_RETRY_MAX)
+
+    async def _attempt(self, method: str, params: dict[str, Any]) -> Any:
+        """One Bot API call: its result; Later, Rejected or Blocked if it failed."""
+        try:
+            result = await self.application.bot.do_api_request(method, api_kwargs=params)
+            return result if result is not None else True
+        except RetryAfter as exc:
+            self.metrics.api_errors.labels("429").inc()
+            self.metrics.retries.inc()
+            wait = exc.retry_after
+            raise Later(wait.total_seconds() if isinstance(wait, timedelta) else float(wait),
+                        limited=True) from None
+        except BadRequest as exc:
+            if "not modified" in exc.message.lower():
+                return True
+            self.metrics.api_errors.labels("400").inc()
+            log.warning("%s rejected: %s", method, exc.message[:80])
+            raise Rejected(exc.message[:80]) from None
+        except Forbidden as exc:
+            self.metrics.api_errors.labels("403").inc()
+            raise Blocked(exc.message[:80]) from None
+        except NetworkError:  # (python-telegram-bot's for timeouts and 5xx too)
+            self.metrics.api_errors.labels("network").inc()
+            self.metrics.retries.inc()
+            raise Later() from None
+        except Exception as exc:  # (another TelegramError, or none): would fail again
+            self.metrics.api_errors.labels("other").inc()
+            log.warning("%s failed: %s", method, type(exc).__name__)
+            raise Rejected(type(exc).__name__) from None
 
     async def _call(self, method: str, params: dict[str, Any]) -> Any:
         """One Bot API call with retries; None if it could not be made now.
@@ -661,8 +687,6 @@ class TelegramBot:
         logged with its method and dropped, so one bad call never blocks a chat.
         """
         for attempt in range(SEND_ATTEMPTS):
-            if method == "sendMessage":
-                await self.pacer.wait(int(params["chat_id"]))
             try:
                 result = await self.application.bot.do_api_request(method, api_kwargs=params)
                 return result if result is not None else True
@@ -692,24 +716,16 @@ class TelegramBot:
     async def _commit(self, key: Key, update_id: int | None,
                       decide: Callable[[Conversation], Decision]) -> Decision | None:
         """Under the person's lock: read their conversation, decide, and commit the new
-        state and the calls to make (with the bookkeeping of earlier sends), before
-        anything is sent. None for an update already handled."""
-        sent = self.sent_ids.pop(key.user_id, ())
-        question = self.questions.pop(key, None)
+        state and the calls to make, before anything is sent. None for an update
+        already handled."""
         decision: Decision | None = None
-        try:
-            async with self.store.update(update_id, key, sent, question) as tx:
-                if not tx.duplicate:
-                    decision = decide(tx.conversation)
-                    tx.save(decision.conversation, decision.log, decision.calls,
-                            decision.records)
-            if tx.duplicate:  # (the store may only find out when committing)
-                decision = None
-        except BaseException:  # not committed: keep the bookkeeping for the next try
-            self.sent_ids[key.user_id] = (*sent, *self.sent_ids.get(key.user_id, ()))
-            if question is not None:
-                self.questions.setdefault(key, question)
-            raise
+        async with self.store.update(update_id, key) as tx:
+            if not tx.duplicate:
+                decision = decide(tx.conversation)
+                tx.save(decision.conversation, decision.log, decision.calls,
+                        decision.records)
+        if tx.duplicate:  # (the store may only find out when committing)
+            decision = None
         return decision
 
     async def run_due(self) -> int:
@@ -725,10 +741,8 @@ class TelegramBot:
                     item.key, None, lambda conv, item=item: self.conversations.due(conv, item, now))
                 assert decision is not None  # (no update id: never a duplicate)
                 self._count(decision.records)
-                await self.flush(item.key)
+            await self.delivery.wake(item.key)
             handled += 1
-        if handled:
-            await self.settle()  # sent check-ins leave the outbox now, not with a later update
         return handled
 
     async def schedule_loop(self, every: float = 20) -> None:
@@ -840,6 +854,9 @@ class TelegramBot:
                                 "on a listener other than loopback")
         if token and not _same(request.headers.get("Authorization"), f"Bearer {token}"):
             return web.Response(status=401, text="metrics need the bearer token")
+        queued = Counter(priority(out) for out in await self.store.pending())
+        for p in Priority:
+            self.metrics.outbox.labels(p.name.lower()).set(queued[p])
         db = self.settings.db
         self.metrics.db_size.set(sum(p.stat().st_size for p in
                                      (db, db.with_name(db.name + "-wal")) if p.exists()))
@@ -931,8 +948,8 @@ class TelegramBot:
     # ------------------------------------------------------------ housekeeping
 
     async def housekeeping(self, every: float = 60, purge_every: float = 3600) -> None:
-        """Retry unsent replies and alerts every minute; apply the retention hourly;
-        take scheduled backups if a backup folder is set."""
+        """Every minute, a safety net for sending (the scheduler retries by itself);
+        apply the retention hourly; take scheduled backups if a backup folder is set."""
         last_purge = last_backup = time.monotonic()
         while not self.stopping.is_set():
             with contextlib.suppress(asyncio.TimeoutError):
@@ -954,6 +971,11 @@ class TelegramBot:
                 await self.flush()
             except Exception as exc:
                 log.error("housekeeping failed: %s", type(exc).__name__)
+
+
+def _api_params(out: Outgoing) -> dict[str, Any]:
+    """A stored call's parameters for the Bot API (ours start with "_")."""
+    return {k: v for k, v in out.params.items() if not k.startswith("_")}
 
 
 def _same(given: str | None, expected: str) -> bool:
@@ -1028,4 +1050,4 @@ async def run(bot: TelegramBot) -> None:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        await bot.stop()
+        await bot.stop(grace=SHUTDOWN_GRACE / 2)

@@ -25,7 +25,7 @@ class Metrics:
         self.updates = Counter("triagebot_updates_total", "Updates handled, by kind",
                                ["kind"], registry=r)
         self.latency = Histogram("triagebot_update_seconds", "Time to handle one update "
-                                 "(commit and replies)", registry=r,
+                                 "(to its commit; replies are sent after)", registry=r,
                                  buckets=(.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10))
         self.started = Counter("triagebot_interviews_started_total", "Interviews started",
                                registry=r)
@@ -43,6 +43,11 @@ class Metrics:
         self.store_errors = Counter("triagebot_store_errors_total",
                                     "Commits that failed because of the store (full disk, "
                                     "locked file); the update is kept and retried", registry=r)
+        self.limited = Counter("triagebot_telegram_limited_total", "429s from Telegram, by "
+                               "the scope they were taken for (chat, or the whole bot)",
+                               ["scope"], registry=r)
+        self.outbox = Gauge("triagebot_outbox_calls", "Calls committed and not yet made, by "
+                            "priority (emergency, reply, first, bulk)", ["priority"], registry=r)
         self.db_size = Gauge("triagebot_db_size_bytes", "Size of the SQLite file and its WAL",
                              registry=r)
 

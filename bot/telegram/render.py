@@ -12,6 +12,7 @@ from __future__ import annotations
 import html
 import time
 from dataclasses import dataclass
+from enum import IntEnum
 from typing import Any
 
 from bot.flow import Level
@@ -21,12 +22,23 @@ from bot.texts import BotTexts
 MAX_TEXT = 4096
 MAX_CALLBACK = 64
 QUESTION = "_question"  # marks the sendMessage that carries the current question
+PRIORITY = "_priority"  # how soon a call must go, if not as a plain reply (Priority)
+ALONE = "_alone"  # a message kept on its own (an outcome: see `fold`)
 
 LEVEL_MARK = {Level.EMERGENCY: "🔴", Level.URGENT: "🟠", Level.ROUTINE: "🔵",
               Level.SELF_CARE: "🟢"}
 TICKED, UNTICKED = "☑", "☐"
 
 Call = tuple[str, dict[str, Any]]
+
+
+class Priority(IntEnum):
+    """How soon a call must go (bot.telegram.delivery sends by it)."""
+
+    EMERGENCY = 0  # emergency advice and staff alerts
+    REPLY = 1  # a reply to someone mid-interview (calls without a mark)
+    FIRST = 2  # first contact: the first message a new person gets
+    BULK = 3  # proactive: check-ins, nudges, group invitations
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,8 +214,36 @@ def replies(chat_id: int, interview: int, items: tuple[Reply, ...],
             calls += send(chat_id, question_text(reply),
                           question_markup(reply, interview, ticked, labels), question=interview)
         elif isinstance(reply, Outcome):
-            calls += send(chat_id, outcome_text(reply, headings))
+            calls += [(method, {**params, ALONE: True}) for method, params in
+                      send(chat_id, outcome_text(reply, headings))]
     return calls
+
+
+def fold(calls: list[Call]) -> list[Call]:
+    """Fewer messages, same content: a plain notice (a message without buttons, such as
+    "Saved: ...", the welcome or an escalation) goes at the top of the next message to
+    the same chat instead of in a message of its own, if the two fit in one.
+
+    An outcome is never folded into what follows it: a message with buttons is later
+    edited to show the answer as plain text, which would drop the outcome's links.
+    """
+    out: list[Call] = []
+    for method, params in calls:
+        if out and method == "sendMessage" and out[-1][0] == "sendMessage":
+            before = out[-1][1]
+            if before.get("chat_id") == params.get("chat_id") and not before.get(ALONE) \
+                    and "reply_markup" not in before and QUESTION not in before \
+                    and before.get("parse_mode") == params.get("parse_mode") == "HTML":
+                text = f"{before['text']}\n\n{params['text']}"
+                if len(text) <= MAX_TEXT:
+                    merged = {**params, "text": text}
+                    if PRIORITY in before or PRIORITY in params:
+                        merged[PRIORITY] = min(before.get(PRIORITY, Priority.REPLY),
+                                               params.get(PRIORITY, Priority.REPLY))
+                    out[-1] = (method, merged)
+                    continue
+        out.append((method, params))
+    return out
 
 
 def answered(chat_id: int, message_id: int, question: str, answer: str) -> Call:
@@ -247,6 +287,13 @@ def alert_text(outcome: Outcome, user_id: int, name: str, username: str, at: flo
     elif not share:
         lines.append(f"<i>{esc(texts.alert_not_shared)}</i>")
     return "\n\n".join(lines)[:MAX_TEXT]
+
+
+def prioritised(calls: list[Call], priority: int) -> list[Call]:
+    """Mark calls with their delivery priority (bot.telegram.delivery), unless a more
+    urgent one is marked already."""
+    return [(method, {**params, PRIORITY: min(priority, params.get(PRIORITY, priority))})
+            for method, params in calls]
 
 
 RLM = "\u200f"  # RIGHT-TO-LEFT MARK
