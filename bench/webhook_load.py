@@ -98,6 +98,16 @@ class Person:
         data = next(d for t, d in q.buttons() if label in t)
         await self.act(lambda: self.fake.press(self.id, q.message_id, data), False)
 
+    async def consent(self, label: str) -> None:  # the prompt becomes the first question
+        q = next(m for m in reversed(self.messages()) if m.buttons())
+        data = next(d for t, d in q.buttons() if label in t)
+        started = time.perf_counter()
+        self.fake.press(self.id, q.message_id, data)
+        self.updates += 1
+        await self.fake.wait(lambda: bool(q.buttons()) and "consent" not in q.buttons()[0][1],
+                             timeout=120, chat=self.id)
+        self.latencies.append(time.perf_counter() - started)
+
     async def toggle(self, label: str) -> None:  # edits the keyboard; no new message
         q = next(m for m in reversed(self.messages()) if m.buttons())
         data = next(d for t, d in q.buttons() if label in t)
@@ -118,9 +128,9 @@ async def one_interview(p: Person, n: int) -> None:
     await p.say("/start")
     labels = [label for label, _ in p.fake.last_question(p.id).buttons()]
     if "OK, start" in labels:
-        await p.press("OK, start")
+        await p.consent("OK, start")
     elif "No, don't alert anyone" in labels:  # consent is asked once per person
-        await p.press("No, don't alert anyone")
+        await p.consent("No, don't alert anyone")
     if n % 2 == 0:
         await p.say("45")
         await p.press("Male")

@@ -328,6 +328,13 @@ class Conversations:
             if had and session is not None:
                 return Decision(conv, (), calls)
             decision = self._run(conv, Start(), new_interview=True)
+            if event.message_id:  # first contact stays one message: the prompt becomes
+                # the first question, its consent text and the choice saved kept on top
+                merged = render.into(chat, event.message_id, event.message_text,
+                                     render.fold(render.send(chat, render.esc(saved))
+                                                 + decision.calls))
+                if merged is not None:
+                    return replace(decision, calls=merged)
             return replace(decision, calls=calls + decision.calls)
         if button.node == "_" and button.option in ("forget_yes", "forget_no"):
             calls = [render.drop_keyboard(chat, event.message_id)] if event.message_id else []

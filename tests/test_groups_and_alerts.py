@@ -80,11 +80,11 @@ async def test_the_deep_link_records_the_source_and_a_forged_one_is_harmless(fak
         payload = deeplink.make(SUPERGROUP, fake.token)
         p = Person(fake, 903)
         await p.say(f"/start {payload}")
-        await p.press("No, don't alert anyone")
+        await p.consent("No, don't alert anyone")
         await self_care_rest(p)
         forged = Person(fake, 904)
         await forged.say("/start " + payload[:-1] + ("A" if payload[-1] != "A" else "B"))
-        await forged.press("No, don't alert anyone")
+        await forged.consent("No, don't alert anyone")
         await self_care_rest(forged)
         fake.member_update(SUPERGROUP, "administrator")
         admin = Person(fake, 999)
@@ -113,7 +113,7 @@ async def test_consent_is_asked_once_and_can_be_changed(fake, flow, tmp_path):
         assert "Before we start" in consent and "30 days" in consent and "clinicians" in consent
         assert not any("How old" in m.text for m in fake.bot_messages(905)), \
             "no health question before consent"
-        await p.press("Yes, contact me only")
+        await p.consent("Yes, contact me only")
         assert "How old" in p.last()
         await p.say("/restart")
         assert "How old" in p.last(), "asked once"
@@ -172,7 +172,7 @@ async def test_people_from_a_source_group_alert_its_own_staff(fake, flow, tmp_pa
     async with StaffHarness(fake, flow, tmp_path / "bot.sqlite3"):
         p = Person(fake, 910)
         await p.say("/start " + deeplink.make(SUPERGROUP, fake.token))
-        await p.press("Yes, contact me only")
+        await p.consent("Yes, contact me only")
         await p.say("45")
         await p.press("Male")
         await p.press("Lower back")

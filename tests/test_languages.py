@@ -17,7 +17,7 @@ async def test_the_app_language_picks_the_interview_language(fake, flow, tmp_pat
         p, q = Person(fake, 701), Person(fake, 702)
         await p.say("/start")
         assert "Antes de empezar" in p.last()
-        await p.press("De acuerdo, empezar")
+        await p.consent("De acuerdo, empezar")
         assert "¿Qué edad tiene" in p.last()
         await q.start()
         assert "How old is" in q.last()
@@ -63,7 +63,7 @@ async def test_arabic_reads_right_to_left_and_takes_arabic_digits(fake, flow, tm
         fake.language_codes[704] = "ar"
         p = Person(fake, 704)
         await p.say("/start")
-        await p.press("حسنًا، لنبدأ")
+        await p.consent("حسنًا، لنبدأ")
         assert "كم عمر الشخص المريض" in p.last()
         await p.say("٤٥")  # Arabic-Indic digits
         await p.press("ذكر")

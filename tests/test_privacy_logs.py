@@ -32,7 +32,7 @@ async def test_answers_in_other_languages_stay_out_of_the_logs_too(fake, flow, t
         fake.language_codes[803] = "ar"
         p = Person(fake, 803)
         await p.say("/start")
-        await p.press("حسنًا، لنبدأ")
+        await p.consent("حسنًا، لنبدأ")
         await p.say("٤٥")
         await p.press("ذكر")
         await p.say("/language")

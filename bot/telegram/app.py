@@ -226,7 +226,8 @@ def _for_webhook_reply(pending: list[Outgoing]) -> Outgoing | None:
                       for out in pending)
     return next((out for out in pending if out.method in WEBHOOK_REPLY_METHODS
                  and touched[(out.params.get("chat_id"), out.params.get("message_id"))] == 1
-                 and "_alert" not in out.params), None)
+                 and "_alert" not in out.params and render.QUESTION not in out.params),
+                None)
 
 
 class TelegramBot:

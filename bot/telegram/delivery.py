@@ -121,6 +121,7 @@ class Limits:
     retry_base: float = 0.5
     retry_max: float = 30.0
     workers: int = 32  # calls in flight at once
+    floor_rate: float = 1.0  # the least a bot-wide 429 brings the rate down to, a second
 
 
 @dataclass
@@ -154,7 +155,7 @@ class Delivery:
         self._learned_at = self._raised_at = 0.0
         self._bulk = Bucket(self.limits.bulk_rate, self.limits.bulk_rate, now)
         self._limited: deque[tuple[float, int]] = deque()  # (when, chat) of recent 429s
-        self._sent: deque[float] = deque()  # when paced calls were taken, the last second
+        self._sent: deque[float] = deque()  # when paced calls went out, the last second
         self._ready = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -268,10 +269,12 @@ class Delivery:
 
     async def _work(self) -> None:
         while True:
-            await self._bot_wide_turn()
             while not self._heap:
                 self._ready.clear()
                 await self._ready.wait()
+            await self._bot_wide_turn()
+            if not self._heap:
+                continue  # (another worker took it meanwhile)
             _, _, key, token = heapq.heappop(self._heap)
             lane = self._lanes.get(key)
             if lane is None or lane.token != token or lane.state != "queued":
@@ -287,14 +290,17 @@ class Delivery:
                 self._later(key, lane, self._backoff(lane))
 
     async def _bot_wide_turn(self) -> None:
-        """Wait out a bot-wide pause (a 429 for the whole bot) and the bot-wide rate."""
+        """Wait out a bot-wide pause (a 429 for the whole bot) and the bot-wide rate,
+        then take this turn's token at once (workers waking together must not all go)."""
         while True:
             now = self.clock()
             wait = self._paused_until - now
-            for bucket in (self._cap, self._learned):
-                if bucket is not None:
-                    wait = max(wait, bucket.wait(now))
+            shared = [b for b in (self._cap, self._learned) if b is not None]
+            for bucket in shared:
+                wait = max(wait, bucket.wait(now))
             if wait <= 0:
+                for bucket in shared:
+                    bucket.take(now)
                 return
             await asyncio.sleep(wait)
 
@@ -323,12 +329,13 @@ class Delivery:
             self._seen.pop(head.id, None)
             lane.failures = 0
             await self._next(key, lane)
-        elif verdict.kind == "stop":
+        elif verdict.kind == "stop":  # (the bot has dropped the chat's calls)
+            known = {out.id for out in calls}
             for out in calls:
                 self._seen.pop(out.id, None)
             self._drop(key)
-            if await self._calls(key):  # (queued after the stop: e.g. they wrote again)
-                await self._wake(key, False)
+            if any(out.id not in known for out in await self._calls(key)):
+                await self._wake(key, False)  # queued since: e.g. they wrote again
         else:
             lane.failures += 1
             after = verdict.after if verdict.after is not None else self._backoff(lane)
@@ -362,14 +369,13 @@ class Delivery:
         bucket.take(now)
         if bulk:
             self._bulk.take(now)
-        for shared in (self._cap, self._learned):
-            if shared is not None:
-                shared.take(now)
         self._sent.append(now)
-        while self._sent and self._sent[0] < now - 1.0:
+        while self._sent and self._sent[0] < now - GLOBAL_WINDOW:
             self._sent.popleft()
         self._raise_learned(now)
         return 0.0
+
+
 
     def _bucket(self, chat: int, now: float) -> Bucket:
         bucket = self._chats.pop(chat, None)
@@ -398,7 +404,9 @@ class Delivery:
         self.stats.limited_bot += 1
         self.on_limited("bot")
         self._paused_until = max(self._paused_until, now + after)
-        rate = max(1.0, 0.9 * len(self._sent))
+        # what Telegram took in the last second (sent, less those it refused), a little less
+        took = sum(1 for t in self._sent if t >= now - GLOBAL_WINDOW) - len(self._limited)
+        rate = max(self.limits.floor_rate, 0.9 * took)
         if self._learned is None or rate < self._learned.rate:
             self._learned = Bucket(rate, rate, now + after)
             self._learned.level = 0.0  # (the pause comes first)

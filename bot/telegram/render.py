@@ -254,6 +254,20 @@ def answered(chat_id: int, message_id: int, question: str, answer: str) -> Call:
         "reply_markup": NO_KEYBOARD})
 
 
+def into(chat_id: int, message_id: int, shown: str, calls: list[Call]) -> list[Call] | None:
+    """The first message of `calls` (a question) as an edit of the message pressed,
+    whose text (`shown`, as Telegram shows it) stays on top: one message instead of
+    two. None if there is no such message or the two would not fit in one."""
+    if not calls or calls[0][0] != "sendMessage" or "reply_markup" not in calls[0][1]:
+        return None
+    params = calls[0][1]
+    text = f"{esc(shown)}\n\n{params['text']}"
+    if not shown or len(text) > MAX_TEXT:
+        return None
+    edit = {**params, "message_id": message_id, "text": text}
+    return [("editMessageText", edit), *calls[1:]]
+
+
 def drop_keyboard(chat_id: int, message_id: int) -> Call:
     return ("editMessageReplyMarkup", {"chat_id": chat_id, "message_id": message_id,
                                        "reply_markup": NO_KEYBOARD})
