@@ -339,3 +339,21 @@ async def test_kill_9_just_after_an_alert_does_not_post_it_again(fake, tmp_path)
         if proc.returncode is None:
             proc.send_signal(signal.SIGTERM)
             await asyncio.wait_for(proc.wait(), 30)
+
+
+async def test_replies_resume_soon_after_an_outage_without_waiting_for_housekeeping(
+        fake, flow, tmp_path):
+    from .fake_telegram import ApiError
+
+    h = Harness(fake, flow, tmp_path / "bot.sqlite3", "polling")
+    h.bot.delivery.limits = Limits(chat_burst=1000, retry_base=0.05, retry_max=0.4)
+    async with h:
+        p = Person(fake, 2600)
+        await p.start()
+        fake.failures["sendMessage"] = [ApiError(502, "Bad Gateway")] * 12
+        fake.type(2600, "/help")
+        await fake.wait(lambda: not fake.failures["sendMessage"], timeout=15)
+        back = asyncio.get_running_loop().time()  # Telegram answers again
+        await fake.wait(lambda: "/restart" in p.last(), timeout=5)
+        assert asyncio.get_running_loop().time() - back < 1.0, "at most one backoff later"
+        assert sum(1 for e in fake.errors if e[1] == 502) == 12

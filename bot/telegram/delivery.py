@@ -226,11 +226,16 @@ class Delivery:
                 lane.timer.cancel()
             lane.deadline = deadline
             self._push(key, lane)
-        # waiting or sending: the lane reads its calls again when it moves
+        elif lane.state == "waiting":  # queued again, when its wait ends, by this deadline
+            lane.deadline = min(lane.deadline, deadline)
+        # sending: the lane reads its calls again when the call in hand is done
 
     async def wake_all(self, retry: bool = False) -> None:
         """Everything in the outbox (at start: what was committed before a restart)."""
-        for key in dict.fromkeys(out.key for out in await self.outbox.pending()):
+        pending = await self.outbox.pending()
+        ids = {out.id for out in pending}  # calls dropped meanwhile (blocked, forgotten)
+        self._seen = {i: t for i, t in self._seen.items() if i in ids}
+        for key in dict.fromkeys(out.key for out in pending):
             await self._wake(key, retry)
 
     async def _calls(self, key: Key) -> list[Outgoing]:
