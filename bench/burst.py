@@ -111,7 +111,7 @@ class Person:
         await self.begin("Yes, contact me only")
         for text in URGENT:
             await self.say(text)
-        await self.alerted()
+        await self.alerted("urgent")
 
     async def red_flag(self) -> None:
         await self.begin("Yes, contact me only")
@@ -122,14 +122,15 @@ class Person:
         pressed = await self.press("Done", settle=False)
         await self.wait(lambda: self.last().startswith("🔴"))
         self.times["red_flag_to_advice"].append(time.monotonic() - pressed)
-        await self.alerted()
+        await self.alerted("emergency")
 
-    async def alerted(self) -> None:
+    async def alerted(self, level: str) -> None:
         outcome = time.monotonic()
         marker = f"tg://user?id={self.id}"
         await self.fake.wait(lambda: any(marker in m.html for m in self.fake.bot_messages(STAFF)),
                              timeout=600, chat=STAFF)
         self.times["outcome_to_alert"].append(time.monotonic() - outcome)
+        self.times[f"alert_{level}"].append(time.monotonic() - outcome)
 
 
 def summary(values: list[float]) -> dict:
@@ -159,7 +160,8 @@ async def run(people: int, window: float, overall: float, red: float, urgent: fl
                                                 env=env, stdout=log, stderr=log)
     rng = random.Random(seed)
     times: dict[str, list[float]] = {"first_question": [], "red_flag_to_advice": [],
-                                     "outcome_to_alert": []}
+                                     "outcome_to_alert": [], "alert_emergency": [],
+                                     "alert_urgent": []}
     try:
         await fake.wait(lambda: fake.webhook is not None, timeout=60)
         crowd = [Person(fake, 70_000 + i, random.Random(rng.random()), times)
@@ -196,6 +198,8 @@ async def run(people: int, window: float, overall: float, red: float, urgent: fl
             "time_to_first_question": summary(times["first_question"]),
             "red_flag_to_emergency_advice": summary(times["red_flag_to_advice"]),
             "outcome_to_staff_alert": summary(times["outcome_to_alert"]),
+            "emergency_outcome_to_staff_alert": summary(times["alert_emergency"]),
+            "urgent_outcome_to_staff_alert": summary(times["alert_urgent"]),
             "bot_api_calls_per_finished_interview": round(
                 sum(n for m, n in calls.items() if m not in ("getUpdates",)) / max(finished, 1),
                 2),

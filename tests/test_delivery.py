@@ -357,3 +357,17 @@ async def test_replies_resume_soon_after_an_outage_without_waiting_for_housekeep
         await fake.wait(lambda: "/restart" in p.last(), timeout=5)
         assert asyncio.get_running_loop().time() - back < 1.0, "at most one backoff later"
         assert sum(1 for e in fake.errors if e[1] == 502) == 12
+
+
+async def test_the_webhook_is_answered_at_the_commit_not_after_the_replies(fake, flow,
+                                                                           tmp_path):
+    """A slow Bot API (or a backlog) no longer holds Telegram's webhook requests open,
+    of which it keeps at most 40: intake goes on while replies wait."""
+    async with Harness(fake, flow, tmp_path / "bot.sqlite3", "webhook"):
+        fake.slow_answers["sendMessage"] = 3.0  # each answer takes 3 s to come back
+        started = asyncio.get_running_loop().time()
+        update_id = fake.type(2700, "/start")
+        await fake.wait(lambda: fake.delivered.get(update_id) == 1, timeout=10)
+        assert asyncio.get_running_loop().time() - started < 1.5, "acknowledged at once"
+        await fake.wait(lambda: any(m == "sendMessage" for m, _ in fake.calls), timeout=5)
+        fake.slow_answers.clear()

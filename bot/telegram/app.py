@@ -568,8 +568,8 @@ class TelegramBot:
     # ------------------------------------------------------------ sending
 
     async def flush(self) -> None:
-        """Send whatever the outbox holds now, failing lanes included (the hourly safety
-        net; the scheduler itself retries failures with backoff)."""
+        """Send whatever the outbox holds now, failing lanes included (housekeeping's
+        safety net every minute; the scheduler itself retries failures with backoff)."""
         await self.delivery.wake_all(retry=True)
 
     async def _ride_webhook(self, key: Key) -> None:
