@@ -58,7 +58,16 @@ from bot.store import Conversation, Key, Outgoing, maintenance
 from bot.store.sqlite import SqliteStore
 from bot.telegram import http, inputs, render
 from bot.telegram.aiohttp_request import AiohttpRequest
-from bot.telegram.delivery import DONE, STOP, Delivery, Limits, Priority, Verdict, priority
+from bot.telegram.delivery import (
+    DONE,
+    RECORDING,
+    STOP,
+    Delivery,
+    Limits,
+    Priority,
+    Verdict,
+    priority,
+)
 from bot.telegram.metrics import Metrics
 
 log = logging.getLogger("triagebot.telegram")
@@ -246,7 +255,7 @@ class TelegramBot:
             chat_burst=settings.chat_burst, bulk_rate=settings.bulk_rate,
             overall_rate=settings.send_rate, retry_base=retry_base),
             on_limited=lambda scope: self.metrics.limited.labels(scope).inc())
-        self._riding: set[asyncio.Task] = set()  # recording calls made by webhook replies
+        self._recording: set[asyncio.Task] = set()  # calls made, their record committing
         self.ready = False
         self.stopping = asyncio.Event()
         self.username: str | None = None
@@ -357,8 +366,8 @@ class TelegramBot:
         what was not sent stays in the outbox for the next start."""
         self.ready = False
         await self.delivery.stop(grace)
-        if self._riding:
-            await asyncio.wait(self._riding, timeout=max(grace, 1.0))
+        if self._recording:
+            await asyncio.wait(self._recording, timeout=max(grace, 1.0))
         with contextlib.suppress(Exception):
             await self.application.shutdown()
         await self.store.close()
@@ -585,14 +594,21 @@ class TelegramBot:
             return
         reply.append({"method": out.method, **_api_params(out)})
         self.delivery.in_flight.add(out.id)  # (the scheduler leaves it alone)
-        task = asyncio.create_task(self._record(out))
-        self._riding.add(task)
-        task.add_done_callback(self._riding.discard)
+        self._record_soon(out)
+
+    def _record_soon(self, out: Outgoing, question: tuple[int, int] | None = None) -> None:
+        """Record a call as made in the next group commit, without waiting for it: the
+        chat's next call goes out meanwhile, and this one stays in flight (never made
+        again by this process) until its record is committed."""
+        task = asyncio.create_task(self._record(out, question=question))
+        self._recording.add(task)
+        task.add_done_callback(self._recording.discard)
         task.add_done_callback(lambda _: self.delivery.in_flight.discard(out.id))
 
     async def _deliver(self, out: Outgoing) -> Verdict:
-        """One attempt at a committed call, for the delivery scheduler; recorded as made
-        (with what follows from it) before the verdict is given."""
+        """One attempt at a committed call, for the delivery scheduler. A call made is
+        recorded in the next group commit (`_record_soon`); an alert, with the notice
+        that follows from it, before the verdict is given."""
         alert = out.params.get("_alert")
         params = _api_params(out)
         if self.settings.paid_broadcast and priority(out) == Priority.BULK:
@@ -612,8 +628,8 @@ class TelegramBot:
                 log.info("chat %s blocked the bot; not sending", out.key.chat_id)
                 await self.store.set_blocked(out.key)
                 return STOP
-            await self._record(out)  # retrying the same call cannot help
-            return DONE
+            self._record_soon(out)  # retrying the same call cannot help
+            return RECORDING
         if alert is not None:
             message_id = result.get("message_id", 0) if isinstance(result, dict) else 0
             person = Key(out.key.user_id, out.key.user_id)
@@ -627,8 +643,8 @@ class TelegramBot:
         interview = out.params.get(render.QUESTION)
         question = (interview, result["message_id"]) if interview is not None and \
             isinstance(result, dict) and "message_id" in result else None
-        await self._record(out, question=question)
-        return DONE
+        self._record_soon(out, question)
+        return RECORDING
 
     async def _record(self, out: Outgoing, question: tuple[int, int] | None = None,
                       **alert: Any) -> None:

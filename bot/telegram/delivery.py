@@ -67,15 +67,19 @@ def priority(out: Outgoing) -> Priority:
 @dataclass(frozen=True, slots=True)
 class Verdict:
     """What became of one attempt at a call: done (made, or dropped for good, and
-    recorded either way), retry (after `after` seconds, or the lane's backoff; `limited`:
-    Telegram answered 429), or stop (the chat is closed to us: the lane ends)."""
+    recorded either way; `recording`: its record is still being committed, and the
+    deliverer takes it out of `in_flight` once it is), retry (after `after` seconds, or
+    the lane's backoff; `limited`: Telegram answered 429), or stop (the chat is closed
+    to us: the lane ends)."""
 
     kind: Literal["done", "retry", "stop"]
     after: float | None = None
     limited: bool = False
+    recording: bool = False
 
 
 DONE, STOP, RETRY = Verdict("done"), Verdict("stop"), Verdict("retry")
+RECORDING = Verdict("done", recording=True)
 
 
 class Outbox(Protocol):
@@ -160,17 +164,20 @@ class Delivery:
         self._idle = asyncio.Event()
         self._idle.set()
         self._workers: list[asyncio.Task] = []
+        self._closing = False  # stopping: no new call is begun
 
     # ------------------------------------------------------------ lifecycle
 
     def start(self) -> None:
         if not self._workers:
+            self._closing = False
             self._workers = [asyncio.create_task(self._work())
                              for _ in range(self.limits.workers)]
 
     async def stop(self, grace: float = 0.0) -> None:
         """Let calls in flight finish for up to `grace` seconds, then stop; whatever is
         not sent stays in the outbox for the next start."""
+        self._closing = True
         if grace:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._in_flight_done(), grace)
@@ -278,6 +285,8 @@ class Delivery:
                 self._ready.clear()
                 await self._ready.wait()
             await self._bot_wide_turn()
+            if self._closing:
+                return
             if not self._heap:
                 continue  # (another worker took it meanwhile)
             _, _, key, token = heapq.heappop(self._heap)
@@ -321,15 +330,16 @@ class Delivery:
             self._later(key, lane, wait)
             return
         self.in_flight.add(head.id)
+        verdict = RETRY
         try:
             verdict = await self.deliver(head)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             log.error("%s failed: %s", head.method, type(exc).__name__)
-            verdict = RETRY
         finally:
-            self.in_flight.discard(head.id)
+            if not verdict.recording:
+                self.in_flight.discard(head.id)
         if verdict.kind == "done":
             self._seen.pop(head.id, None)
             lane.failures = 0
