@@ -3,8 +3,9 @@
 One conversation per (chat, user). An update is handled in one transaction
 that reads the conversation, writes its new state, the update id and the
 replies still to send (the outbox), and commits **before** anything is sent.
-A crash after the commit loses nothing: the outbox is sent on the next start
-or when Telegram delivers the update again.
+A crash after the commit loses nothing: the outbox is sent on the next start.
+Each call leaves the outbox (`sent`) as soon as Telegram took it, so a crash
+repeats only calls in flight; the outbox is the delivery scheduler's queue.
 """
 
 from __future__ import annotations
@@ -80,6 +81,10 @@ class Store(Protocol):
                      questions: dict[Key, tuple[int, int]]) -> None: ...
 
     async def pending(self, key: Key | None = None) -> list[Outgoing]: ...
+
+    async def sent(self, key: Key, ids: tuple[int, ...], question: tuple[int, int] | None = None,
+                   alert: tuple[int, int] | None = None,
+                   then: tuple[tuple[Key, str, dict[str, Any]], ...] = ()) -> None: ...
 
     async def due(self, now: float, limit: int = 100) -> list[Scheduled]: ...
 
