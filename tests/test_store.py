@@ -18,7 +18,7 @@ PEOPLE = [Key(1, 1), Key(2, 2), Key(-100, 1)]  # two private chats, one group ch
 
 # One step: (kind, person index, how many calls, which pending calls were "sent")
 steps = st.lists(st.tuples(
-    st.sampled_from(["update", "update", "update", "bad update", "settle", "sent", "blocked",
+    st.sampled_from(["update", "update", "update", "bad update", "sent", "sent", "blocked",
                      "forget"]),
     st.integers(0, len(PEOPLE) - 1), st.integers(0, 3), st.integers(0, 7)), max_size=25)
 
@@ -42,12 +42,10 @@ async def apply(store: SqliteStore, kind: str, key: Key, calls: int, sent_mask: 
         if kind == "bad update":
             batch.append(("sendMessage", {**params, "bad": {1, 2}}))  # not JSON: fails
         try:
-            async with store.update(None, key, sent) as tx:
+            async with store.update(None, key) as tx:
                 tx.save(tx.conversation, (), batch)
         except TypeError:
             assert kind == "bad update"
-    elif kind == "settle":
-        await store.settle({key.user_id: sent}, {})
     elif kind == "sent":  # what the delivery scheduler records after each call
         await store.sent(key, sent)
     elif kind == "blocked":
@@ -106,7 +104,7 @@ def test_a_failed_commit_leaves_no_call_to_send(tmp_path):
 # ------------------------------------------------------------ kept conversation rows
 
 row_steps = st.lists(st.tuples(
-    st.sampled_from(["save", "save", "redelivered", "question", "settle", "blocked", "forget",
+    st.sampled_from(["save", "save", "redelivered", "question", "question", "blocked", "forget",
                      "purge", "reopen"]),
     st.integers(0, len(PEOPLE) - 1), st.integers(0, 5)), max_size=30)
 
@@ -157,11 +155,7 @@ def test_a_kept_conversation_always_reads_like_the_table(plan):
                     assert not any(o.params.get("again") for o in await store.pending())
                 elif kind == "question":
                     c = await read_fresh(path, key)
-                    async with store.update(None, key, (), (c.interview, 100 + n)):
-                        pass
-                elif kind == "settle":
-                    c = await read_fresh(path, key)
-                    await store.settle({}, {key: (c.interview, 200 + n)})
+                    await store.sent(key, (), (c.interview, 100 + n))
                 elif kind == "blocked":
                     await store.set_blocked(key)
                 elif kind == "forget":

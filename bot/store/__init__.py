@@ -74,11 +74,7 @@ class Store(Protocol):
 
     async def close(self) -> None: ...
 
-    def update(self, update_id: int | None, key: Key, sent: tuple[int, ...] = (),
-               question: tuple[int, int] | None = None): ...  # async context -> Transaction
-
-    async def settle(self, sent: dict[int, tuple[int, ...]],
-                     questions: dict[Key, tuple[int, int]]) -> None: ...
+    def update(self, update_id: int | None, key: Key): ...  # async context -> Transaction
 
     async def pending(self, key: Key | None = None) -> list[Outgoing]: ...
 

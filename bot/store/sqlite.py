@@ -25,7 +25,7 @@ import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -226,17 +226,13 @@ class SqliteStore:
             self._outbox.setdefault(out.key.user_id, []).append(out)
 
     @contextlib.asynccontextmanager
-    async def update(self, update_id: int | None, key: Key, sent: tuple[int, ...] = (),
-                     question: tuple[int, int] | None = None,
-                     ) -> AsyncIterator[SqliteTransaction]:
+    async def update(self, update_id: int | None, key: Key) -> AsyncIterator[SqliteTransaction]:
         """Read a conversation and, if `save` was called, commit it with the update id.
 
         The caller holds this person's lock, so nothing else changes their row between
         the read and the write. The write is committed together with whatever other
         people's updates are waiting (group commit: one fsync for the batch), and this
-        returns only after that commit. `sent` (outbox ids Telegram accepted) and
-        `question` ((interview, message id) of the last question sent) are bookkeeping
-        from the previous update, written in the same commit.
+        returns only after that commit.
 
         A recently active person's row is kept in memory as committed, so there is no
         read: whether the update was handled before is then looked up in the commit's
@@ -248,12 +244,10 @@ class SqliteStore:
             conversation, duplicate = _conversation(key, row), False
         else:
             conversation, duplicate = await self._read(key, update_id)
-        if question is not None and conversation.interview == question[0]:
-            conversation = replace(conversation, question_message=question[1])
         tx = SqliteTransaction(duplicate, conversation)
         yield tx
         saved = tx.saved if not duplicate else None
-        if await self._commit(_Write(update_id, key, sent, question, saved, row is None)):
+        if await self._commit(_Write(update_id, key, (), None, saved, row is None)):
             tx.duplicate = True  # handled before: nothing of this one was saved
 
     async def _read(self, key: Key, update_id: int | None) -> tuple[Conversation, bool]:
@@ -395,17 +389,6 @@ class SqliteStore:
         alert just posted ((alert id, message id)) and `then`, calls that follow from
         it (telling the person a clinician knows), queued in the same commit."""
         await self._commit(_Write(None, key, ids, question, None, True, None, alert, then))
-
-    async def settle(self, sent: dict[int, tuple[int, ...]],
-                     questions: dict[Key, tuple[int, int]]) -> None:
-        """Write deferred bookkeeping for many people in one commit (idle time, shutdown):
-        the same writes an update carries, without an update or a new state."""
-        writes = [_Write(None, Key(0, user), tuple(ids), None, None, True)
-                  for user, ids in sent.items() if ids]
-        writes += [_Write(None, key, (), question, None, True)
-                   for key, question in questions.items()]
-        if writes:
-            await self._transaction(writes)
 
     def _save(self, db: sqlite3.Connection, saved: list[tuple], now: float,
               added: list[Outgoing], forgotten: set[int]) -> list[tuple[Key, Row]]:

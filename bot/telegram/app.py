@@ -604,6 +604,7 @@ class TelegramBot:
         self._recording.add(task)
         task.add_done_callback(self._recording.discard)
         task.add_done_callback(lambda _: self.delivery.in_flight.discard(out.id))
+        task.add_done_callback(_log_failure)
 
     async def _deliver(self, out: Outgoing) -> Verdict:
         """One attempt at a committed call, for the delivery scheduler. A call made is
@@ -988,6 +989,13 @@ class TelegramBot:
                 await self.flush()
             except Exception as exc:
                 log.error("housekeeping failed: %s", type(exc).__name__)
+
+
+def _log_failure(task: asyncio.Task) -> None:
+    """A background record that failed (not for the store: that one retries) is logged
+    by type; its call may then be made again later, never lost."""
+    if not task.cancelled() and task.exception() is not None:
+        log.error("recording a call as made failed: %s", type(task.exception()).__name__)
 
 
 def _api_params(out: Outgoing) -> dict[str, Any]:
