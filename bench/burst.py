@@ -35,6 +35,7 @@ import tempfile
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -133,6 +134,17 @@ class Person:
         self.times[f"alert_{level}"].append(time.monotonic() - outcome)
 
 
+def unusual_chats(fake: FakeTelegram, crowd: list, scripts: dict) -> int:
+    """Chats whose messages (a repeat in a row counted once) differ from what most
+    people with the same script got: a message lost, or out of order."""
+    seen: dict[Any, list[tuple[str, ...]]] = {}
+    for p in crowd:
+        texts = [m.html for m in fake.bot_messages(p.id)]
+        seen.setdefault(scripts[p.id], []).append(
+            tuple(t for n, t in enumerate(texts) if n == 0 or texts[n - 1] != t))
+    return sum(len(runs) - Counter(runs).most_common(1)[0][1] for runs in seen.values())
+
+
 def summary(values: list[float]) -> dict:
     if not values:
         return {"n": 0}
@@ -142,7 +154,7 @@ def summary(values: list[float]) -> dict:
 
 
 async def run(people: int, window: float, overall: float, red: float, urgent: float,
-              seed: int, tmp: Path) -> dict:
+              seed: int, tmp: Path, kill_at: float | None = None) -> dict:
     fake = FakeTelegram(limits=FloodLimits(overall=overall))
     await fake.start()
     fake.add_chat(GROUP, "supergroup", "Clinic Community")
@@ -156,8 +168,25 @@ async def run(people: int, window: float, overall: float, red: float, urgent: fl
             "TRIAGEBOT_LISTEN": f"127.0.0.1:{port}", "TRIAGEBOT_DB": str(db),
             "TRIAGEBOT_STAFF_CHAT": str(STAFF), "TRIAGEBOT_CHECKINS": "off"}
     log = open(tmp / "bot.log", "wb")  # noqa: SIM115 - closed with the process
-    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "bot", "run", cwd=ROOT,
-                                                env=env, stdout=log, stderr=log)
+
+    def start():
+        return asyncio.create_subprocess_exec(sys.executable, "-m", "bot", "run", cwd=ROOT,
+                                              env=env, stdout=log, stderr=log)
+
+    proc = await start()
+    killed: dict[str, float] = {}
+
+    async def kill_and_restart(at: float) -> None:
+        """kill -9 in the middle of the burst, then start again at once."""
+        nonlocal proc
+        await asyncio.sleep(at)
+        proc.kill()
+        await proc.wait()
+        killed["sent_before_kill"] = sum(1 for m, _ in fake.calls if m == "sendMessage")
+        hooks = sum(1 for m, _ in fake.calls if m == "setWebhook")
+        proc = await start()
+        await fake.wait(lambda: sum(1 for m, _ in fake.calls if m == "setWebhook") > hooks,
+                        timeout=60)
     rng = random.Random(seed)
     times: dict[str, list[float]] = {"first_question": [], "red_flag_to_advice": [],
                                      "outcome_to_alert": [], "alert_emergency": [],
@@ -181,10 +210,14 @@ async def run(people: int, window: float, overall: float, red: float, urgent: fl
             await scripts[p.id](p)
 
         t0 = time.monotonic()
+        if kill_at is not None:
+            killer = asyncio.create_task(kill_and_restart(kill_at))
         plan = [arrive(p, rng.uniform(0, window)) for p in first]
         plan += [arrive(p, window + rng.uniform(0, window)) for p in second]
         await asyncio.gather(*plan)
         wall = time.monotonic() - t0
+        if kill_at is not None:
+            await killer
         calls = Counter(method for method, _ in fake.calls)
         with sqlite3.connect(db) as conn:
             answers = conn.execute("SELECT user_id, interview, node, count(*) FROM answer_log"
@@ -207,6 +240,15 @@ async def run(people: int, window: float, overall: float, red: float, urgent: fl
             "429s": sum(1 for e in fake.errors if e[1] == 429),
             "finished": finished, "all_finished": finished == people,
             "answers_recorded_twice": len(answers),
+            # a message that reached a chat twice in a row (a call made again after the
+            # crash); the scripted interviews never repeat a message otherwise
+            "messages_sent_twice": sum(
+                1 for p in crowd for a, b in zip(fake.bot_messages(p.id),
+                                                 fake.bot_messages(p.id)[1:], strict=False)
+                if a.html == b.html),
+            "staff_alerts": len(fake.bot_messages(STAFF)),
+            "chats_lost_or_out_of_order": unusual_chats(fake, crowd, scripts),
+            **({"killed_at_s": kill_at, **killed} if kill_at is not None else {}),
         }
     finally:
         proc.terminate()
@@ -224,10 +266,12 @@ def main() -> None:
     parser.add_argument("--red", type=float, default=0.05, help="share with a red flag")
     parser.add_argument("--urgent", type=float, default=0.05, help="share ending urgent")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--kill-at", type=float, default=None,
+                        help="kill -9 the bot this many seconds in, and start it again")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         result = asyncio.run(run(args.people, args.window, args.overall, args.red,
-                                 args.urgent, args.seed, Path(tmp)))
+                                 args.urgent, args.seed, Path(tmp), args.kill_at))
     print(json.dumps({"benchmark": "burst", **result}, indent=2))
 
 
