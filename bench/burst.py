@@ -18,7 +18,12 @@ emergency advice, and from an urgent or emergency outcome to the staff alert; Bo
 API calls per finished interview; 429s; and whether every person finished with
 each answer recorded once.
 
+With --kill-at S the bot is killed with kill -9 S seconds in and started again at
+once; the JSON then also says how many messages reached a chat twice, how many staff
+alerts were posted, and how many chats differ from their script's usual messages.
+
     python bench/burst.py [--people 1000] [--window 10] [--overall 30] [--seed 1]
+                          [--kill-at S]
 """
 
 from __future__ import annotations
