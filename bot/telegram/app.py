@@ -80,6 +80,9 @@ _outcome: contextvars.ContextVar[str | None] = contextvars.ContextVar("outcome",
 # carry (Telegram makes it), which saves the bot an HTTP request of its own.
 _webhook_reply: contextvars.ContextVar[list[dict[str, Any]] | None] = contextvars.ContextVar(
     "webhook_reply", default=None)
+# the outbox call riding on it, recorded as made once the response is written
+_ridden: contextvars.ContextVar[list[Outgoing] | None] = contextvars.ContextVar(
+    "ridden", default=None)
 ALLOWED_UPDATES = ["message", "edited_message", "callback_query", "my_chat_member"]
 SEND_ATTEMPTS = 5  # of a call made directly (not from the outbox)
 ALERT_RETRY = 60.0  # seconds before an alert Telegram refused is tried again
@@ -583,7 +586,9 @@ class TelegramBot:
 
     async def _ride_webhook(self, key: Key) -> None:
         """In webhook mode, put one of this person's new calls on the webhook's
-        response (see `_for_webhook_reply`); it counts as made once answered."""
+        response (see `_for_webhook_reply`); it is recorded as made once the response
+        is written (a crash before that leaves it in the outbox: sent again, harmlessly,
+        as an edit is)."""
         reply = _webhook_reply.get()
         if reply is None or reply:
             return
@@ -592,9 +597,12 @@ class TelegramBot:
         out = _for_webhook_reply(pending)
         if out is None:
             return
+        ridden = _ridden.get()
+        if ridden is None:
+            return
         reply.append({"method": out.method, **_api_params(out)})
+        ridden.append(out)
         self.delivery.in_flight.add(out.id)  # (the scheduler leaves it alone)
-        self._record_soon(out)
 
     def _record_soon(self, out: Outgoing, question: tuple[int, int] | None = None) -> None:
         """Record a call as made in the next group commit, without waiting for it: the
@@ -942,16 +950,29 @@ class TelegramBot:
                         request.content_length)
             return web.Response(status=400, text="not a valid update")
         reply: list[dict[str, Any]] = []
-        token = _webhook_reply.set(reply)
+        ridden: list[Outgoing] = []
+        token, token_ridden = _webhook_reply.set(reply), _ridden.set(ridden)
         try:
             ok = await self.process(update)
         finally:
             _webhook_reply.reset(token)
+            _ridden.reset(token_ridden)
         if not ok:  # the store cannot commit now: Telegram delivers it again later
             return web.Response(status=503, text="store unavailable")
-        if reply:
-            return web.Response(body=orjson.dumps(reply[0]), content_type="application/json")
-        return web.Response(status=200)
+        if not reply:
+            return web.Response(status=200)
+        response = web.Response(body=orjson.dumps(reply[0]), content_type="application/json")
+        try:
+            await response.prepare(request)
+            await response.write_eof()
+        except BaseException:  # not answered: the scheduler makes the call itself
+            for out in ridden:
+                self.delivery.in_flight.discard(out.id)
+                await self.delivery.wake(out.key)
+            raise
+        for out in ridden:
+            self._record_soon(out)
+        return response
 
     async def set_webhook(self) -> None:
         try:
