@@ -137,6 +137,8 @@ class Person:
                              timeout=600, chat=STAFF)
         self.times["outcome_to_alert"].append(time.monotonic() - outcome)
         self.times[f"alert_{level}"].append(time.monotonic() - outcome)
+        # then the person is told, once the alert is posted (their last message)
+        await self.wait(lambda: "clinician on duty has been told" in self.last(), timeout=60)
 
 
 def unusual_chats(fake: FakeTelegram, crowd: list, scripts: dict) -> int:
@@ -147,7 +149,14 @@ def unusual_chats(fake: FakeTelegram, crowd: list, scripts: dict) -> int:
         texts = [m.html for m in fake.bot_messages(p.id)]
         seen.setdefault(scripts[p.id], []).append(
             tuple(t for n, t in enumerate(texts) if n == 0 or texts[n - 1] != t))
-    return sum(len(runs) - Counter(runs).most_common(1)[0][1] for runs in seen.values())
+    odd = []
+    for runs in seen.values():
+        usual = Counter(runs).most_common(1)[0][0]
+        odd += [(usual, run) for run in runs if run != usual]
+    for usual, run in odd[:3]:  # what differed, for the log (the scripts' texts only)
+        print("differs:", [t[:60] for t in run if t not in usual],
+              "missing:", [t[:60] for t in usual if t not in run], file=sys.stderr)
+    return len(odd)
 
 
 def summary(values: list[float]) -> dict:
