@@ -330,7 +330,7 @@ class Conversations:
             decision = self._run(conv, Start(), new_interview=True)
             if event.message_id:  # first contact stays one message: the prompt becomes
                 # the first question, its consent text and the choice saved kept on top
-                merged = render.into(chat, event.message_id, event.message_text,
+                merged = render.into(event.message_id, event.message_text,
                                      render.fold(render.send(chat, render.esc(saved))
                                                  + decision.calls))
                 if merged is not None:

@@ -254,7 +254,7 @@ def answered(chat_id: int, message_id: int, question: str, answer: str) -> Call:
         "reply_markup": NO_KEYBOARD})
 
 
-def into(chat_id: int, message_id: int, shown: str, calls: list[Call]) -> list[Call] | None:
+def into(message_id: int, shown: str, calls: list[Call]) -> list[Call] | None:
     """The first message of `calls` (a question) as an edit of the message pressed,
     whose text (`shown`, as Telegram shows it) stays on top: one message instead of
     two. None if there is no such message or the two would not fit in one."""
