@@ -707,34 +707,16 @@ class TelegramBot:
             raise Rejected(type(exc).__name__) from None
 
     async def _call(self, method: str, params: dict[str, Any]) -> Any:
-        """One Bot API call with retries; None if it could not be made now.
-
-        A 400 that retrying cannot fix (e.g. an edit of a deleted message) is
-        logged with its method and dropped, so one bad call never blocks a chat.
-        """
+        """A call made directly, not from the outbox (a staff button's edit, /stats): one
+        `_attempt` after another while it may succeed later; None if it still could not
+        be made. Rejected and Blocked are raised as `_attempt` raises them."""
         for attempt in range(SEND_ATTEMPTS):
             try:
-                result = await self.application.bot.do_api_request(method, api_kwargs=params)
-                return result if result is not None else True
-            except RetryAfter as exc:
-                self.metrics.api_errors.labels("429").inc()
-                self.metrics.retries.inc()
-                wait = exc.retry_after
-                await asyncio.sleep(wait.total_seconds() if isinstance(wait, timedelta) else wait)
-            except BadRequest as exc:
-                if "not modified" in exc.message.lower():
-                    return True
-                self.metrics.api_errors.labels("400").inc()
-                log.warning("%s rejected: %s", method, exc.message[:80])
-                raise Rejected(exc.message[:80]) from exc
-            except Forbidden as exc:
-                self.metrics.api_errors.labels("403").inc()
-                raise Blocked(exc.message[:80]) from exc
-            except NetworkError:
-                self.metrics.api_errors.labels("network").inc()
-                self.metrics.retries.inc()
-                await asyncio.sleep(self.retry_base * 2 ** attempt)
-        log.warning("%s failed %d times; kept in the outbox", method, SEND_ATTEMPTS)
+                return await self._attempt(method, params)
+            except Later as later:
+                await asyncio.sleep(later.after if later.after is not None
+                                    else self.retry_base * 2 ** attempt)
+        log.warning("%s failed %d times; given up", method, SEND_ATTEMPTS)
         return None
 
     # ------------------------------------------------------------ check-ins
