@@ -10,13 +10,16 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from bot.errors import SettingsError
 
-BUNDLED_FLOWS = Path(__file__).resolve().parent.parent / "flows"
+# the interviews shipped in the package (bot/flows, a link to the repository's flows/
+# in a checkout): found through importlib.resources, so a wheel install has them too
+BUNDLED_FLOWS = Path(str(resources.files("bot") / "flows"))
 DEFAULT_API_URL = "https://api.telegram.org"
 DEFAULT_LISTEN = "127.0.0.1:8080"  # loopback unless told otherwise (a proxy forwards to it)
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
