@@ -59,6 +59,13 @@ def _engine(flow: Flow, settings) -> Engine:
     return Engine(flow, settings.emergency_number, dict(settings.emergency_numbers))
 
 
+def _served(flows: dict[str, Flow], settings) -> dict[str, Engine]:
+    """Every flow of TRIAGEBOT_FLOWS, the default first: the order /start offers them."""
+    first = [DEFAULT_FLOW] if DEFAULT_FLOW in flows else []
+    return {fid: _engine(flows[fid], settings) for fid in [*first, *sorted(set(flows) -
+                                                                               set(first))]}
+
+
 def _pick(flows: dict[str, Flow], wanted: str | None) -> Flow:
     if wanted and Path(wanted).suffix in (".yaml", ".yml") and Path(wanted).exists():
         return next(iter(_load([Path(wanted)]).values()))
@@ -284,7 +291,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from bot.telegram.app import StartupFailed, TelegramBot, run
 
     settings = from_env()
-    flow = _pick(_load([settings.flows]), None)  # refuse to start on a broken flow
+    flows = _load([settings.flows])  # refuse to start on a broken flow
+    flow = _pick(flows, None)
     if not settings.token:
         raise SettingsError("TELEGRAM_BOT_TOKEN is not set: get a token from @BotFather and "
                             "export it, or try the interview in the terminal with "
@@ -293,7 +301,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     for noisy in ("httpx", "httpcore", "telegram", "aiohttp.access"):
         logging.getLogger(noisy).setLevel(logging.WARNING)  # one line per API call otherwise
     archive, _ = load_archive(settings.flows, allow_missing_translations=True)
-    conversations = Conversations(_engine(flow, settings),
+    conversations = Conversations(_engine(flow, settings), engines=_served(flows, settings),
                                   retention_days=settings.retention_days,
                                   staff_chat=settings.staff_chat,
                                   staff_chats=dict(settings.staff_chats),
@@ -303,7 +311,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                                   checkin_stale_hours=settings.checkin_stale_hours,
                                   nudge_hours=settings.nudge_hours,
                                   archive={key: _engine(old, settings)
-                                           for key, old in archive.items() if key[0] == flow.id})
+                                           for key, old in archive.items() if key[0] in flows})
     for lang, locale in conversations.locales.items():
         if locale.problems or locale.missing:
             logging.getLogger("triagebot").warning(
@@ -329,16 +337,19 @@ def cmd_invite(args: argparse.Namespace) -> int:
     settings = from_env()
     if not settings.token:
         raise SettingsError("TELEGRAM_BOT_TOKEN is not set: the invitation is sent as the bot")
-    flow = _pick(_load([settings.flows]), None)
+    flows = _load([settings.flows])
+    flow = _pick(flows, args.flow)  # (checked before anything is posted)
 
     async def post() -> int:
         bot = Bot(settings.token, base_url=f"{settings.api_url}/bot")
         async with bot:
-            conversations = Conversations(_engine(flow, settings), token=settings.token,
-                                          username=bot.username,
+            conversations = Conversations(_engine(_pick(flows, None), settings),
+                                          engines=_served(flows, settings),
+                                          token=settings.token, username=bot.username,
                                           default_language=settings.default_language)
             lang = _language(flow, args.lang) if args.lang else settings.default_language
-            (method, params), = conversations.invitation(args.chat, lang)
+            (method, params), = conversations.invitation(args.chat, lang,
+                                                         flow.id if args.flow else "")
             message = await bot.do_api_request(method, api_kwargs=params)
             if args.pin:
                 await bot.pin_chat_message(args.chat, message["message_id"],
@@ -380,7 +391,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         out = stack.enter_context(open(args.out, "w", newline="", encoding="utf-8")) \
             if args.out else sys.stdout
         writer = csv.writer(out)
-        writer.writerow(["date", "source_group", "level", "rules", "questions"])
+        writer.writerow(["date", "source_group", "level", "rules", "questions", "flow"])
         writer.writerows(data)
     return 0
 
@@ -427,6 +438,8 @@ def build_parser() -> argparse.ArgumentParser:
     invite.add_argument("--lang", help="language of the post (default: "
                                        "TRIAGEBOT_DEFAULT_LANGUAGE)")
     invite.add_argument("--pin", action="store_true", help="pin the invitation")
+    invite.add_argument("--flow", help="open this flow directly (default: the /start menu "
+                                       "when there are several)")
     invite.set_defaults(func=cmd_invite)
 
     export = sub.add_parser("export", help="anonymised outcomes as CSV for reporting")

@@ -73,7 +73,7 @@ CONSENTS = ("share", "contact", "none")
 
 @dataclass
 class Conversations:
-    engine: Engine
+    engine: Engine  # the default flow's (one flow served: the only one)
     retention_days: float = 30
     staff_chat: int | None = None  # where clinician alerts go
     staff_chats: dict[int, int] = field(default_factory=dict)  # source group -> staff chat
@@ -86,26 +86,35 @@ class Conversations:
     checkin_stale_hours: float = 12.0  # a check-in this late (the bot was down) is dropped
     nudge_hours: float = 0.0  # remind once after this long idle mid-interview (0: never)
     locales: dict[str, Locale] = field(default_factory=load_texts)
-    # older versions of the flow, kept so that interviews begun on them finish on them
+    # older versions of the flows, kept so that interviews begun on them finish on them
     archive: dict[tuple[str, int], Engine] = field(default_factory=dict)
+    # every flow served, by id, in the order /start offers them (the default among them)
+    engines: dict[str, Engine] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        flow = self.engine.flow
-        # a language is offered when both the interview and the bot's own texts have it
-        self.languages = tuple(lang for lang in flow.languages if lang in self.locales)
+        if self.engine.flow.id not in self.engines:
+            self.engines = {self.engine.flow.id: self.engine, **self.engines}
+        # a language is offered when both an interview and the bot's own texts have it
+        spoken = dict.fromkeys(lang for e in self.engines.values() for lang in e.flow.languages)
+        self.languages = tuple(lang for lang in spoken if lang in self.locales)
         if self.default_language not in self.languages:
             self.default_language = "en"
 
     def engine_for(self, session: Session | None) -> Engine:
-        """The engine of the flow version a session began on, if it is kept and this
-        version does not continue it; else the current one."""
+        """The engine of the flow a session runs, at the version it began on if that is
+        kept and the current one does not continue it; else the current one (and for a
+        flow no longer served, the default flow's, which starts it afresh)."""
         if session is None:
             return self.engine
-        flow = self.engine.flow
+        current = self.engines.get(session.flow_id, self.engine)
+        flow = current.flow
         version = (session.flow_id, session.flow_version)
         if version != (flow.id, flow.version) and session.flow_version not in flow.continues:
-            return self.archive.get(version, self.engine)
-        return self.engine
+            return self.archive.get(version, current)
+        return current
+
+    def _engine_of(self, conv: Conversation) -> Engine:
+        return self.engine_for(conv.session)
 
     @property
     def texts(self) -> BotTexts:
@@ -127,26 +136,30 @@ class Conversations:
                 return candidate
         return self.default_language
 
-    def labels(self, lang: str) -> render.Labels:
+    def labels(self, lang: str, engine: Engine | None = None) -> render.Labels:
         """The bot's own buttons under each question, in `lang`."""
         tx = self.texts_in(lang)
         return render.Labels(back=tx.button_back, restart=tx.button_restart,
-                             done=self.engine.flow.text("button_done", lang) + " ✓")
+                             done=(engine or self.engine).flow.text("button_done", lang) + " ✓")
 
-    def headings(self, lang: str) -> dict[str, str]:
-        flow = self.engine.flow
+    def headings(self, lang: str, engine: Engine | None = None) -> dict[str, str]:
+        flow = (engine or self.engine).flow
         return {k: flow.text(k, lang) for k in ("why", "because", "links")}
 
     def staff_for(self, source: int | None) -> int | None:
         return self.staff_chats.get(source, self.staff_chat) if source else self.staff_chat
 
-    def invitation(self, chat_id: int, lang: str | None = None) -> list[Call]:
-        """The message, with a deep-link button, that sends group members to a private chat."""
+    def invitation(self, chat_id: int, lang: str | None = None, flow: str = "") -> list[Call]:
+        """The message, with a deep-link button, that sends group members to a private
+        chat: to the /start menu, or straight into `flow` (its title on top)."""
         lang = lang if lang in self.languages else self.default_language
         tx = self.texts_in(lang)
-        link = deeplink.url(self.username, deeplink.make(chat_id, self.token))
+        link = deeplink.url(self.username, deeplink.make(chat_id, self.token, flow))
         markup = {"inline_keyboard": [[{"text": tx.group_button, "url": link}]]}
-        calls = render.send(chat_id, render.esc(self.say(tx.group_invite, lang)), markup)
+        text = render.esc(self.say(tx.group_invite, lang))
+        if flow:
+            text = f"<b>{render.esc(self.engines[flow].flow.title.get(lang))}</b>\n\n" + text
+        calls = render.send(chat_id, text, markup)
         return render.right_to_left(calls) if is_right_to_left(lang) else calls
 
     def commands(self, lang: str) -> list[tuple[str, str]]:
@@ -171,6 +184,19 @@ class Conversations:
                                                          "consent_" + value))]
                                   for label, value in options])
         return render.send(chat, render.esc(intro + text), markup)
+
+    def _menu(self, conv: Conversation) -> list[Call]:
+        """Several flows: which check to do, each with its title and one line."""
+        chat, lang = conv.key.chat_id, self.language_of(conv)
+        lines = [render.esc(self.texts_in(lang).choose_flow)]
+        rows = []
+        for fid, engine in self.engines.items():
+            flow = engine.flow
+            title = flow.title.get(lang)
+            about = f" — {render.esc(flow.description.get(lang))}" if flow.description else ""
+            lines.append(f"• <b>{render.esc(title)}</b>{about}")
+            rows.append([(title, render.encode(conv.interview, "_", -1, "flow_" + fid))])
+        return render.send(chat, "\n".join(lines), render.keyboard(rows))
 
     def _language_prompt(self, conv: Conversation) -> list[Call]:
         tx = self.texts_in(self.language_of(conv))
@@ -198,6 +224,7 @@ class Conversations:
                 self.pick_language(event.language)  # (a session from before languages: its)
             conv = replace(conv, extra={**conv.extra, "lang": lang})
         expired = self._expired(conv, now) and event.kind not in ("group", "edited")
+        closed = conv.session.flow_id if expired and conv.session else None
         if expired:  # closed: whatever they sent starts a new check, after a notice
             conv = replace(conv, session=None)
         if now and event.kind != "group":
@@ -213,7 +240,7 @@ class Conversations:
             notice = self.texts_in(lang).expired.replace("{hours}", f"{self.expiry_hours:g}")
             decision = replace(decision, calls=render.send(conv.key.chat_id, render.esc(notice))
                                + decision.calls,
-                               records=[("event", {"kind": "expired",
+                               records=[("event", {"kind": "expired", "flow": closed,
                                                    "source": conv.extra.get("source")}),
                                         *decision.records])
         return self._directed(decision)
@@ -265,13 +292,27 @@ class Conversations:
         return self._run(conv, Typed(event.text))
 
     def _begin(self, conv: Conversation, payload: str = "") -> Decision:
-        """A new check: remember the group that sent the person; ask consent once."""
-        source = deeplink.read(payload, self.token) if payload else None
+        """A new check: remember the group that sent the person, and the flow a link
+        names; ask consent once; then open that flow (or offer them all)."""
+        source, wanted = deeplink.read_link(payload, self.token) if payload else (None, None)
         if source is not None:
             conv = replace(conv, extra={**conv.extra, "source": source})
+        if wanted in self.engines:
+            conv = replace(conv, extra={**conv.extra, "wants": wanted})
         if "consent" not in conv.extra:  # a new person: their first contact
             return Decision(conv, (), self._consent_prompt(conv), priority=Priority.FIRST)
-        return self._run(conv, Start(), new_interview=True)
+        return self._open(conv)
+
+    def _open(self, conv: Conversation, flow: str | None = None) -> Decision:
+        """Start the flow chosen (a menu button, a link), or the only one; with several
+        and none chosen, offer them (/start's menu)."""
+        wanted = flow or conv.extra.get("wants")
+        conv = replace(conv, extra={k: v for k, v in conv.extra.items() if k != "wants"})
+        if wanted not in self.engines:
+            if len(self.engines) > 1:
+                return Decision(conv, (), self._menu(conv))
+            wanted = self.engine.flow.id
+        return self._run(conv, Start(), new_interview=True, flow=wanted)
 
     def _command(self, conv: Conversation, event: Event) -> Decision:
         chat, name = conv.key.chat_id, event.command
@@ -327,15 +368,17 @@ class Conversations:
             calls += render.send(chat, render.esc(saved))
             if had and session is not None:
                 return Decision(conv, (), calls)
-            decision = self._run(conv, Start(), new_interview=True)
+            decision = self._open(conv)
             if event.message_id:  # first contact stays one message: the prompt becomes
-                # the first question, its consent text and the choice saved kept on top
+                # the first question (or the menu), the consent and the choice kept on top
                 merged = render.into(event.message_id, event.message_text,
                                      render.fold(render.send(chat, render.esc(saved))
                                                  + decision.calls))
                 if merged is not None:
                     return replace(decision, calls=merged)
             return replace(decision, calls=calls + decision.calls)
+        if button.node == "_" and button.option.startswith("flow_"):
+            return self._chosen(conv, event, button.option.removeprefix("flow_"))
         if button.node == "_" and button.option in ("forget_yes", "forget_no"):
             calls = [render.drop_keyboard(chat, event.message_id)] if event.message_id else []
             if button.option == "forget_yes":  # erased in this update's own commit
@@ -362,7 +405,7 @@ class Conversations:
                 (*conv.draft, item)
             conv = replace(conv, draft=tuple(i for i in (c.id for c in ask.options) if i in draft))
             markup = render.question_markup(ask, conv.interview, conv.draft,
-                                            self.labels(lang))
+                                            self.labels(lang, self.engine_for(session)))
             calls: list[Call] = []
             if event.message_id:
                 calls.append(("editMessageReplyMarkup", {
@@ -373,6 +416,22 @@ class Conversations:
         else:
             inp = Pick(button.node, button.option, button.item)
         return self._run(conv, inp, pressed=event, shown=ask)
+
+    def _chosen(self, conv: Conversation, event: Event, flow: str) -> Decision:
+        """A flow picked from the /start menu: only a served flow, only after consent,
+        only from the menu of the current interview."""
+        button = event.button
+        assert button is not None
+        if "consent" not in conv.extra:  # (a forged press cannot skip the consent)
+            return self._begin(conv)
+        if flow not in self.engines or button.interview != conv.interview:
+            return replace(self._remind(conv, self.texts_in(self.language_of(conv)).stale),
+                           toast=self.texts_in(self.language_of(conv)).stale)
+        title = self.engines[flow].flow.title.get(self.language_of(conv))
+        calls = [render.answered(conv.key.chat_id, event.message_id, event.message_text,
+                                 title)] if event.message_id else []
+        decision = self._open(conv, flow)
+        return replace(decision, calls=calls + decision.calls)
 
     # ------------------------------------------------------------------ check-ins
 
@@ -455,7 +514,7 @@ class Conversations:
         done = ("scheduled_done", {"id": item.id, "status": "sent"})
         skipped = Decision(conv, (), [], records=[("scheduled_done", {"id": item.id,
                                                                        "status": "skipped"})])
-        flow = self.engine.flow
+        flow = self._engine_of(conv).flow
         session = conv.session
         if item.kind == "nudge":  # still mid-interview and quiet since: remind once
             idle = now - conv.extra.get("active_at", now) >= self.nudge_hours * 3600 * 0.99
@@ -477,12 +536,12 @@ class Conversations:
             for key in ("followup_better", "followup_same", "followup_worse")])
         calls = render.send(chat, render.esc(flow.text("followup_question", lang)), markup)
         return Decision(conv, (), calls, records=[done, ("event", {
-            "kind": "checkin", "source": conv.extra.get("source")})])
+            "kind": "checkin", "source": conv.extra.get("source"), "flow": flow.id})])
 
     def _followup_answer(self, conv: Conversation, event: Event, button: Button) -> Decision:
         """Better or the same: the red-flag questions again; worse: the whole interview."""
         chat, lang = conv.key.chat_id, self.language_of(conv)
-        flow = self.engine.flow
+        flow = self._engine_of(conv).flow
         session = conv.session
         if session is None or button.interview != conv.interview or session.status != "done":
             return self._remind(conv, self.texts_in(lang).stale) if session else \
@@ -491,7 +550,7 @@ class Conversations:
         calls = [render.answered(chat, event.message_id, event.message_text,
                                  flow.text(option, lang))] if event.message_id else []
         if option == "followup_worse":
-            decision = self._run(conv, Start(), new_interview=True)
+            decision = self._run(conv, Start(), new_interview=True, flow=session.flow_id)
             notice = render.send(chat, render.esc(flow.text("followup_recheck", lang)))
         else:
             decision = self._run(conv, Start(), new_interview=True, followup=True)
@@ -521,30 +580,34 @@ class Conversations:
         if conv.session is None:
             begun = self._begin(conv)
             return replace(begun, calls=render.send(chat, render.esc(notice)) + begun.calls)
-        ask = self.engine_for(conv.session).current(conv.session)
+        engine = self.engine_for(conv.session)
+        ask = engine.current(conv.session)
         if ask is None:
             return Decision(conv, (), render.send(chat, render.esc(self.texts_in(lang).finished)))
         calls = render.send(chat, render.esc(notice))
-        calls += render.replies(chat, conv.interview, (ask,), self.headings(lang), conv.draft,
-                                self.labels(lang))
+        calls += render.replies(chat, conv.interview, (ask,), self.headings(lang, engine),
+                                conv.draft, self.labels(lang, engine))
         if conv.question_message:
             calls.insert(0, render.drop_keyboard(chat, conv.question_message))
         return Decision(conv, (), calls)
 
     def _run(self, conv: Conversation, inp: Input, new_interview: bool = False,
              pressed: Event | None = None, shown: Ask | None = None,
-             followup: bool = False) -> Decision:
-        """Feed the engine; turn its replies into calls; keep the chat a readable record."""
+             followup: bool = False, flow: str | None = None) -> Decision:
+        """Feed the engine; turn its replies into calls; keep the chat a readable record.
+        A new interview runs `flow` (else the session's, else the default); starting
+        again is always on the current version of its flow."""
         chat, lang = conv.key.chat_id, self.language_of(conv)
         old: Session | None = conv.session
+        latest = self.engines.get(flow or (old.flow_id if old else ""), self.engine)
         if followup and old is not None:
-            step = self.engine.start_followup(old, lang)
+            step = latest.start_followup(old, lang)
         elif old is None or isinstance(inp, Start):
-            step = self.engine.start(lang)
+            step = latest.start(lang)
         else:
-            engine = self.engine if isinstance(inp, Restart) else self.engine_for(old)
-            step = engine.handle(old, inp)  # (starting again is always on the current flow)
+            step = (latest if isinstance(inp, Restart) else self.engine_for(old)).handle(old, inp)
         new = step.session
+        engine = self.engine_for(new)
         interview = conv.interview + 1 if new_interview else conv.interview
         moved = any(isinstance(r, Ask | Outcome) for r in step.replies)
         calls: list[Call] = []
@@ -558,21 +621,22 @@ class Conversations:
             else:
                 calls.append(render.drop_keyboard(chat, target))
         draft = () if moved else conv.draft
-        calls += render.replies(chat, interview, step.replies, self.headings(lang), draft,
-                                self.labels(lang))
+        calls += render.replies(chat, interview, step.replies, self.headings(lang, engine), draft,
+                                self.labels(lang, engine))
         log = new.log[len(old.log):] if old and new.log[:len(old.log)] == old.log else new.log
         conv = replace(conv, session=new, interview=interview, draft=draft,
                        question_message=None if moved else conv.question_message)
         records: list[tuple[str, dict[str, Any]]] = []
         source = conv.extra.get("source")
         if new_interview:
-            records.append(("event", {"kind": "started", "source": source}))
+            records.append(("event", {"kind": "started", "source": source,
+                                      "flow": new.flow_id}))
         outcome = next((r for r in step.replies if isinstance(r, Outcome)), None)
         if outcome is not None:
             records.append(("event", {"kind": "finished", "source": source,
                                       "level": outcome.level.id, "rules": outcome.rules,
-                                      "questions": new.questions_asked}))
-            alert = self._alert(conv, outcome)
+                                      "questions": new.questions_asked, "flow": new.flow_id}))
+            alert = self._alert(conv, outcome, engine)
             done = conv.extra.get("alerted", {})
             repeat = done.get("interview") == interview and \
                 Level.parse(done.get("level", "self_care")) >= outcome.level
@@ -580,22 +644,23 @@ class Conversations:
                 records.append(("alert", alert))
                 conv = replace(conv, extra={**conv.extra, "alerted": {
                     "interview": interview, "level": outcome.level.id}})
-            if self.checkins and self.engine.flow.followup and outcome.level < Level.EMERGENCY:
+            if self.checkins and engine.flow.followup and outcome.level < Level.EMERGENCY:
                 calls += self._checkin_offer(conv, interview)
         emergency = any(isinstance(r, Escalate | Outcome) and r.level == Level.EMERGENCY
                         for r in step.replies)
         return Decision(conv, log, calls, records=records,
                         priority=Priority.EMERGENCY if emergency else Priority.REPLY)
 
-    def _alert(self, conv: Conversation, outcome: Outcome) -> dict | None:
-        """A staff alert for an urgent or emergency outcome, if the person agreed to contact."""
+    def _alert(self, conv: Conversation, outcome: Outcome, engine: Engine) -> dict | None:
+        """A staff alert for an urgent or emergency outcome, if the person agreed to contact;
+        it names the flow."""
         consent = conv.extra.get("consent")
         staff = self.staff_for(conv.extra.get("source"))
         if outcome.level < Level.URGENT or consent not in ("share", "contact") or staff is None:
             return None
         person = conv.extra.get("person", {})
         staff_lang, lang = self.default_language, self.language_of(conv)
-        rules = {r.id: r for r in self.engine.flow.rules}
+        rules = {r.id: r for r in engine.flow.rules}
         reasons = tuple(dict.fromkeys(rules[rid].says.get(staff_lang)
                                       for rid in outcome.rules))[:len(outcome.reasons) or 1]
         return {"staff_chat": staff, "level": outcome.level.id,
@@ -605,8 +670,8 @@ class Conversations:
                     replace(outcome, reasons=reasons), conv.key.user_id, person.get("name", ""),
                     person.get("username", ""), person.get("at", 0.0),
                     f"group {conv.extra['source']}" if conv.extra.get("source") else "",
-                    share=consent == "share", headings=self.headings(staff_lang),
-                    texts=self.texts,
+                    share=consent == "share", headings=self.headings(staff_lang, engine),
+                    texts=self.texts, flow=engine.flow.title.get(staff_lang),
                     language="" if lang == staff_lang else self.texts_in(lang).language_name)}
 
 

@@ -161,6 +161,7 @@ class Flow:
     texts: Mapping[str, Text]
     followup: str | None = None  # first node of the check-in interview, if the flow has one
     continues: tuple[int, ...] = ()  # earlier versions whose sessions carry on in this one
+    description: Text | None = None  # one line under the title where several flows are offered
 
     def text(self, key: str, lang: str) -> str:
         return self.texts[key].get(lang)

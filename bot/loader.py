@@ -44,12 +44,13 @@ from bot.yamlsource import Source, read_yaml
 # (version and interview nonce, at most 15 bytes) to "node:option".
 CALLBACK_BUDGET = 48
 ID_PATTERN = re.compile(r"^[a-z][a-z0-9_]*$")
+MAX_FLOW_ID = 32  # it rides in callback data (the /start menu) and in deep links (64 bytes)
 RULE_ID_PATTERN = re.compile(r"^[a-z][a-z0-9-]*$")
 RULE_PREFIX = {Level.EMERGENCY: "em-", Level.URGENT: "ur-", Level.ROUTINE: "ro-",
                Level.SELF_CARE: "sc-"}
 
-TOP_KEYS = {"flow", "version", "title", "languages", "start", "terms", "links", "labels",
-            "rules", "levels", "texts", "nodes", "followup", "continues"}
+TOP_KEYS = {"flow", "version", "title", "description", "languages", "start", "terms", "links",
+            "labels", "rules", "levels", "texts", "nodes", "followup", "continues"}
 USE_KEYS = {"use", "next", "ask_if"}  # a node that asks another node's question again
 # (it keeps that node's `ask_if`, unless it gives its own)
 NODE_KEYS = {
@@ -204,12 +205,16 @@ class _Builder:
         if not isinstance(flow_id, str) or not ID_PATTERN.match(flow_id):
             self.problem(("flow",), f"flow id '{flow_id}' is not a plain id",
                          "use lower-case letters, digits and _")
+        elif len(flow_id) > MAX_FLOW_ID:
+            self.problem(("flow",), f"flow id '{flow_id}' is longer than {MAX_FLOW_ID} "
+                         "characters", "shorten it: it goes into buttons and deep links")
         version = data.get("version", 0)
         if not isinstance(version, int) or isinstance(version, bool) or version < 1:
             self.problem(("version",), "version must be a whole number from 1",
                          "raise it whenever the questions or rules change")
             version = 1
         title = self.text(data.get("title"), ("title",)) or Text.en(str(flow_id))
+        description = self.text(data.get("description"), ("description",))
         terms = self.terms(self.mapping(data.get("terms", {}), ("terms",), "terms"))
         links = self.links(self.mapping(data.get("links", {}), ("links",), "links"))
         labels = {
@@ -259,7 +264,7 @@ class _Builder:
             start=start, vocabulary=self.voc, terms=frozen(terms),
             rules=rules, nodes=frozen(nodes), links=frozen(links), labels=frozen(labels),
             levels=frozen(levels), texts=frozen(texts), followup=followup,
-            continues=tuple(continues),
+            continues=tuple(continues), description=description,
         )
 
     def followup(self, spec: Any, nodes: dict[str, Node]) -> str | None:

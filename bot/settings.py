@@ -19,7 +19,7 @@ from bot.errors import SettingsError
 
 # the interviews shipped in the package (bot/flows, a link to the repository's flows/
 # in a checkout): found through importlib.resources, so a wheel install has them too
-BUNDLED_FLOWS = Path(str(resources.files("bot") / "flows"))
+BUNDLED_FLOWS = Path(str(resources.files("bot") / "flows")).resolve()
 DEFAULT_API_URL = "https://api.telegram.org"
 DEFAULT_LISTEN = "127.0.0.1:8080"  # loopback unless told otherwise (a proxy forwards to it)
 LOOPBACK = ("127.0.0.1", "::1", "localhost")

@@ -52,6 +52,7 @@ class BotTexts:
                          "private chat: your answers stay between you and me, never in this "
                          "group. I am not a doctor; in an emergency call {emergency_number}.")
     group_button: str = "Start a private check"
+    choose_flow: str = "Which check would you like to do?"  # /start, with several flows
     consent: str = (
         "Before we start, please read this.\n\n"
         "• I keep your answers and my advice for {retention} days after your last message, "

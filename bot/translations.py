@@ -58,8 +58,9 @@ def is_translation(path: Path) -> bool:
 
 def translatable(data: dict) -> Iterator[tuple[YPath, YPath]]:
     """(path of a language map in the flow, path of its string in a translation file)."""
-    if isinstance(data.get("title"), dict):
-        yield ("title",), ("title",)
+    for key in ("title", "description"):
+        if isinstance(data.get(key), dict):
+            yield (key,), (key,)
     for lid, spec in _items(data.get("links")):
         if isinstance(spec, dict) and isinstance(spec.get("title"), dict):
             yield ("links", lid, "title"), ("links", lid)

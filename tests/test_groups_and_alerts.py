@@ -278,7 +278,8 @@ async def test_export_writes_anonymised_outcomes(fake, flow, tmp_path):
     assert result.returncode == 0, result.stderr
     rows = list(csv.DictReader(io.StringIO(result.stdout)))
     assert sorted(r["level"] for r in rows) == ["emergency", "self_care"]
-    assert set(rows[0]) == {"date", "source_group", "level", "rules", "questions"}
+    assert set(rows[0]) == {"date", "source_group", "level", "rules", "questions", "flow"}
+    assert {r["flow"] for r in rows} == {"back_pain_fever"}
     assert "914" not in result.stdout and "915" not in result.stdout
 
 

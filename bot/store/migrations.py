@@ -109,4 +109,8 @@ MIGRATIONS: list[str] = [
         at REAL NOT NULL
     );
     """,
+    # 5: which flow an interview event belongs to (several flows in one bot); NULL before
+    """
+    ALTER TABLE events ADD COLUMN flow TEXT;
+    """,
 ]

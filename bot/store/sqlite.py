@@ -455,10 +455,10 @@ class SqliteStore:
                 (data["status"], now, data["id"]))
         elif kind == "event":  # anonymous: no user id, for statistics and export
             db.execute(
-                "INSERT INTO events (at, kind, source, level, rules, questions)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
+                "INSERT INTO events (at, kind, source, level, rules, questions, flow)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (now, data["kind"], data.get("source"), data.get("level"),
-                 ",".join(data.get("rules", ())), data.get("questions")))
+                 ",".join(data.get("rules", ())), data.get("questions"), data.get("flow")))
         elif kind == "alert":
             cur = db.execute(
                 "INSERT INTO alerts (user_id, staff_chat, level, created_at) VALUES"
@@ -662,13 +662,15 @@ class SqliteStore:
             (chat_id, kind, title, status, time.time()))
 
     async def stats(self, days: float) -> dict[str, Any]:
-        """Counts only, no personal data: interviews and outcomes by level and source."""
+        """Counts only, no personal data: interviews and outcomes by level, source and
+        flow."""
         since = time.time() - days * 86400
         assert self.db is not None
         async with self.lock:
             async with self.db.execute(
-                    "SELECT kind, COALESCE(source, 0), COALESCE(level, ''), count(*) FROM events"
-                    " WHERE at >= ? GROUP BY 1, 2, 3", (since,)) as cur:
+                    "SELECT kind, COALESCE(source, 0), COALESCE(level, ''), count(*),"
+                    " COALESCE(flow, '') FROM events WHERE at >= ? GROUP BY 1, 2, 3, 5",
+                    (since,)) as cur:
                 rows = await cur.fetchall()
             async with self.db.execute(
                     "SELECT count(*), sum(sent_at IS NOT NULL), sum(taken_by IS NOT NULL),"
@@ -677,26 +679,32 @@ class SqliteStore:
                 alerts = await cur.fetchone()
             async with self.db.execute("SELECT chat_id, title FROM groups") as cur:
                 titles = dict(await cur.fetchall())
-        started = sum(n for kind, _, _, n in rows if kind == "started")
+        started = sum(n for kind, _, _, n, _ in rows if kind == "started")
         levels: dict[str, int] = {}
         sources: dict[str, int] = {}
-        for kind, source, level, n in rows:
+        flows: dict[str, dict[str, int]] = {}  # flow id -> started, and finished by level
+        for kind, source, level, n, flow in rows:
+            counts = flows.setdefault(flow or "-", {"started": 0})
             if kind == "finished":
                 levels[level] = levels.get(level, 0) + n
+                counts[level] = counts.get(level, 0) + n
             if kind == "started":
                 name = titles.get(source) or (str(source) if source else "direct")
                 sources[name] = sources.get(name, 0) + n
+                counts["started"] += n
+        flows = {f: c for f, c in flows.items() if len(c) > 1 or c["started"]}
         total, sent, taken, failing, error = alerts or (0, 0, 0, 0, None)
         return {"days": days, "started": started, "finished": sum(levels.values()),
-                "levels": levels, "sources": sources,
+                "levels": levels, "sources": sources, "flows": flows,
                 "alerts": {"created": total or 0, "sent": sent or 0, "taken": taken or 0,
                            "failing": failing or 0, "last_error": error}}
 
     async def export(self, since: float) -> list[tuple]:
-        """Finished interviews since `since`: day, source group, level, rules, questions."""
+        """Finished interviews since `since`: day, source group, level, rules, questions,
+        flow."""
         assert self.db is not None
         async with self.lock, self.db.execute(
-                "SELECT date(at, 'unixepoch'), source, level, rules, questions FROM events"
+                "SELECT date(at, 'unixepoch'), source, level, rules, questions, flow FROM events"
                 " WHERE kind = 'finished' AND at >= ? ORDER BY at", (since,)) as cur:
             return list(await cur.fetchall())
 

@@ -555,6 +555,11 @@ class TelegramBot:
                  "By source: " + (", ".join(f"{render.esc(k)} {v}"
                                             for k, v in sorted(stats['sources'].items()))
                                   or "none")]
+        for flow, counts in sorted(stats["flows"].items()):  # each flow's own line
+            finished = ", ".join(f"{k} {v}" for k, v in sorted(counts.items()) if k != "started")
+            lines.append(f"{render.esc(flow)}: started {counts['started']}, finished "
+                         f"{sum(v for k, v in counts.items() if k != 'started')}"
+                         + (f" ({finished})" if finished else ""))
         a = stats["alerts"]
         lines.append(f"Alerts: {a['created']} created, {a['sent']} sent, {a['taken']} taken, "
                      f"{a['failing']} failing" + (f" (last error: {render.esc(a['last_error'])})"

@@ -275,8 +275,9 @@ def drop_keyboard(chat_id: int, message_id: int) -> Call:
 
 def alert_text(outcome: Outcome, user_id: int, name: str, username: str, at: float,
                source: str, share: bool, headings: dict[str, str], texts: BotTexts,
-               language: str = "") -> str:
-    """A short alert for the staff chat: level, red flags, when, how to reach the person.
+               language: str = "", flow: str = "") -> str:
+    """A short alert for the staff chat: level, the check (`flow`'s title), red flags,
+    when, how to reach the person.
 
     In the staff's language (`texts`, `headings`); the person's answers (the "because"
     line, in the person's `language` if that differs) only when they agreed to share.
@@ -286,7 +287,7 @@ def alert_text(outcome: Outcome, user_id: int, name: str, username: str, at: flo
     if username:
         who += f" (@{esc(username)})"
     lines = [f"{LEVEL_MARK[outcome.level]} <b>{esc(outcome.level.id.replace('_', ' ').upper())}"
-             f"</b> — {esc(texts.alert_title)}",
+             f"</b> — {esc(texts.alert_title)}" + (f" · {esc(flow)}" if flow else ""),
              f"<b>{esc(texts.alert_when)}</b> {when}" + (
                  f" · {esc(texts.alert_from)} {esc(source)}" if source else ""),
              f"<b>{esc(texts.alert_red_flags)}</b>\n" + "\n".join(f"• {esc(r)}"
