@@ -31,7 +31,7 @@ def graph(nodes: dict[str, Node], start: str, *more_starts: str) -> Found:
         for t in node.targets():
             if t in preds:
                 preds[t].append(node.id)
-    outcomes = [n for n, node in nodes.items() if node.type == "outcome"]
+    outcomes = [n for n, node in nodes.items() if node.ends]
     if not outcomes:
         return [*found, (("nodes",), "the flow has no outcome node",
                          "add a node with `type: outcome`")]

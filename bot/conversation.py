@@ -20,6 +20,7 @@ from bot.session import (
     Ask,
     Back,
     Escalate,
+    Handoff,
     Input,
     LogEntry,
     Outcome,
@@ -28,6 +29,7 @@ from bot.session import (
     Restart,
     Session,
     Start,
+    Step,
     Typed,
 )
 from bot.store import Conversation, Scheduled
@@ -606,50 +608,80 @@ class Conversations:
             step = latest.start(lang)
         else:
             step = (latest if isinstance(inp, Restart) else self.engine_for(old)).handle(old, inp)
-        new = step.session
-        engine = self.engine_for(new)
+        legs = self._handed_over(step, lang)  # this flow's step, then each flow taking over
+        new = legs[-1][1].session
         interview = conv.interview + 1 if new_interview else conv.interview
-        moved = any(isinstance(r, Ask | Outcome) for r in step.replies)
+        replies = [r for _, leg in legs for r in leg.replies]
+        moved = any(isinstance(r, Ask | Outcome) for r in replies)
         calls: list[Call] = []
         # the question just answered (its id may not be stored yet if the press came fast)
         target = conv.question_message or (pressed.message_id if pressed else None)
         if moved and target:
             if pressed and pressed.message_id == target and shown is not None \
-                    and _accepted(old, new):
+                    and _accepted(old, step.session):
                 calls.append(render.answered(chat, target, pressed.message_text,
                                              _label(shown, pressed.button, conv.draft)))
             else:
                 calls.append(render.drop_keyboard(chat, target))
         draft = () if moved else conv.draft
-        calls += render.replies(chat, interview, step.replies, self.headings(lang, engine), draft,
-                                self.labels(lang, engine))
-        log = new.log[len(old.log):] if old and new.log[:len(old.log)] == old.log else new.log
-        conv = replace(conv, session=new, interview=interview, draft=draft,
-                       question_message=None if moved else conv.question_message)
+        first = step.session
+        log = first.log[len(old.log):] if old and first.log[:len(old.log)] == old.log \
+            else first.log
+        log += tuple(e for _, leg in legs[1:] for e in leg.session.log)
         records: list[tuple[str, dict[str, Any]]] = []
         source = conv.extra.get("source")
-        if new_interview:
-            records.append(("event", {"kind": "started", "source": source,
-                                      "flow": new.flow_id}))
-        outcome = next((r for r in step.replies if isinstance(r, Outcome)), None)
-        if outcome is not None:
+        emergency = False
+        for i, (engine, leg) in enumerate(legs):  # a hand-off is a new interview, in its flow
+            number = interview + i
+            shown_replies = tuple(r for r in leg.replies if not isinstance(r, Handoff))
+            calls += render.replies(chat, number, shown_replies, self.headings(lang, engine),
+                                    draft, self.labels(lang, engine))
+            alerted = conv.extra.get("alerted", {})
+            if i and alerted.get("interview") == number - 1:  # alerted already: again only
+                conv = replace(conv, extra={**conv.extra, "alerted": {  # if it gets higher
+                    **alerted, "interview": number}})
+            if new_interview or i:
+                records.append(("event", {"kind": "started", "source": source,
+                                          "flow": leg.session.flow_id}))
+            emergency |= any(isinstance(r, Escalate | Outcome) and r.level == Level.EMERGENCY
+                             for r in leg.replies)
+            outcome = next((r for r in leg.replies if isinstance(r, Outcome)), None)
+            if outcome is None:
+                continue
             records.append(("event", {"kind": "finished", "source": source,
                                       "level": outcome.level.id, "rules": outcome.rules,
-                                      "questions": new.questions_asked, "flow": new.flow_id}))
+                                      "questions": leg.session.questions_asked,
+                                      "flow": leg.session.flow_id}))
             alert = self._alert(conv, outcome, engine)
             done = conv.extra.get("alerted", {})
-            repeat = done.get("interview") == interview and \
+            repeat = done.get("interview") == number and \
                 Level.parse(done.get("level", "self_care")) >= outcome.level
             if alert and not repeat:  # going back and finishing again alerts only if higher
                 records.append(("alert", alert))
                 conv = replace(conv, extra={**conv.extra, "alerted": {
-                    "interview": interview, "level": outcome.level.id}})
-            if self.checkins and engine.flow.followup and outcome.level < Level.EMERGENCY:
-                calls += self._checkin_offer(conv, interview)
-        emergency = any(isinstance(r, Escalate | Outcome) and r.level == Level.EMERGENCY
-                        for r in step.replies)
+                    "interview": number, "level": outcome.level.id}})
+            if self.checkins and engine.flow.followup and outcome.level < Level.EMERGENCY \
+                    and i == len(legs) - 1 and new.status == "done":
+                calls += self._checkin_offer(conv, number)
+        conv = replace(conv, session=new, interview=interview + len(legs) - 1, draft=draft,
+                       question_message=None if moved else conv.question_message)
         return Decision(conv, log, calls, records=records,
                         priority=Priority.EMERGENCY if emergency else Priority.REPLY)
+
+    def _handed_over(self, step: Step, lang: str) -> list[tuple[Engine, Step]]:
+        """The step, then for each `continue_with` in it the flow named, started with the
+        findings the two share and at no lower level (its rules run on them at once).
+        The loader refuses hand-offs that come back round, so this ends."""
+        legs = [(self.engine_for(step.session), step)]
+        for _ in range(len(self.engines)):
+            handoff = next((r for r in legs[-1][1].replies if isinstance(r, Handoff)), None)
+            target = self.engines.get(handoff.flow) if handoff else None
+            if target is None:
+                break
+            session = legs[-1][1].session
+            legs.append((target, target.start(lang, carried=target.carries(session.answers),
+                                              floor=handoff.level)))
+        return legs
 
     def _alert(self, conv: Conversation, outcome: Outcome, engine: Engine) -> dict | None:
         """A staff alert for an urgent or emergency outcome, if the person agreed to contact;

@@ -45,6 +45,7 @@ from bot.session import (
     Back,
     Choice,
     Escalate,
+    Handoff,
     Input,
     LogEntry,
     Mark,
@@ -110,12 +111,36 @@ class Engine:
 
     # ------------------------------------------------------------ entry points
 
-    def start(self, language: str | None = None) -> Step:
+    def start(self, language: str | None = None, carried: tuple[Answer, ...] = (),
+              floor: Level | None = None) -> Step:
+        """A new interview; one handed over from another flow (`continue_with`) brings
+        the answers it `carried` and the level it had reached (`floor`, never lowered).
+        Every rule is evaluated on the carried answers at once, before any question: a
+        red flag among them ends it, or is announced, straight away."""
         lang = language if language in self.flow.languages else "en"
-        session = Session(self.flow.id, self.flow.version, lang)
+        session = Session(self.flow.id, self.flow.version, lang,
+                          answers=tuple(replace(a, how="carried") for a in carried),
+                          floor=floor.id if floor else None)
         replies: list[Reply] = []
+        if carried:
+            session, stop = self._evaluate(session, replies, [a.finding for a in carried])
+            if stop:
+                return Step(session, tuple(replies))
         session = self._enter(session, self.flow.start, replies)
         return Step(session, tuple(replies))
+
+    def carries(self, answers: tuple[Answer, ...]) -> tuple[Answer, ...]:
+        """What an interview handed over to this flow keeps: what the person said
+        (not what another flow assumed, nor "not sure") about findings this flow
+        asks or its rules read."""
+        used = self.uses
+        return tuple(a for a in answers
+                     if a.finding in used and a.how in ("answered", "unsure_present", "carried"))
+
+    @property
+    def uses(self) -> frozenset[str]:
+        """Every finding this flow asks, or a rule or branch reads."""
+        return self.flow.findings_used
 
     def start_followup(self, earlier: Session, language: str | None = None) -> Step:
         """A check-in: the flow's `followup` questions, with the earlier interview's
@@ -394,8 +419,17 @@ class Engine:
             values = self._values(s.answers)
             if node.type == "info":
                 out.append(Say(self._fill(node.text.get(s.language), s.language)))
+                if node.handoff:  # it goes on in another flow, at no less than it reached
+                    level = rulebook.highest((r.level for r in self._current(s)),
+                                             Level.parse(s.floor) if s.floor else
+                                             Level.SELF_CARE)
+                    out.append(Handoff(node.handoff, level))
+                    return s.evolve(status="done", node=None, item=-1, level=level.id)
             elif node.type == "outcome":
-                return self._finish(s, node, self._current(s), values, out)
+                s = self._finish(s, node, self._current(s), values, out)
+                if node.handoff:
+                    out.append(Handoff(node.handoff, Level.parse(s.level or "self_care")))
+                return s
             elif (node.ask_if is not None and not node.ask_if.test(values)) or \
                     (node.type == "checklist" and not self._visible(node, s)):
                 assumed = tuple(Answer(node.id, f, v, "assumed") for f, v in node.otherwise)

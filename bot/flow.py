@@ -128,6 +128,7 @@ class Node:
     level: Level | None = None  # outcome
     advice: Text | None = None  # outcome
     links: tuple[str, ...] = ()  # outcome
+    handoff: str = ""  # info or outcome: the flow the interview continues in (continue_with)
 
     @property
     def is_question(self) -> bool:
@@ -135,6 +136,11 @@ class Node:
 
     def targets(self) -> tuple[str, ...]:
         return tuple(b.goto for b in self.next)
+
+    @property
+    def ends(self) -> bool:
+        """The interview ends here (in this flow): an outcome, or a hand-off."""
+        return self.type == "outcome" or bool(self.handoff)
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,6 +168,7 @@ class Flow:
     followup: str | None = None  # first node of the check-in interview, if the flow has one
     continues: tuple[int, ...] = ()  # earlier versions whose sessions carry on in this one
     description: Text | None = None  # one line under the title where several flows are offered
+    findings_used: frozenset[str] = frozenset()  # asked, or read by a rule, term or branch
 
     def text(self, key: str, lang: str) -> str:
         return self.texts[key].get(lang)

@@ -54,13 +54,13 @@ TOP_KEYS = {"flow", "version", "title", "description", "languages", "start", "te
 USE_KEYS = {"use", "next", "ask_if"}  # a node that asks another node's question again
 # (it keeps that node's `ask_if`, unless it gives its own)
 NODE_KEYS = {
-    "info": {"type", "text", "next"},
+    "info": {"type", "text", "next", "continue_with"},
     "yes_no": {"type", "text", "asks", "next", "ask_if", "otherwise", "explain"},
     "choice": {"type", "text", "asks", "next", "ask_if", "otherwise", "options"},
     "number": {"type", "text", "asks", "next", "ask_if", "otherwise", "unknown"},
     "text": {"type", "text", "key", "max_length", "next", "ask_if"},
     "checklist": {"type", "text", "items", "next", "ask_if"},
-    "outcome": {"type", "text", "level", "advice", "links"},
+    "outcome": {"type", "text", "level", "advice", "links", "continue_with"},
 }
 
 
@@ -249,6 +249,12 @@ class _Builder:
                 self.problem(("labels",), f"no label for asked finding '{finding}'",
                              f"add `{finding}: {{en: \"...\"}}` under labels (used in "
                              "'because you told me')")
+        used = set(asked)
+        for c in (*(r.when for r in rules), *terms.values(),
+                  *(b.when for n in nodes.values() for b in n.next if b.when),
+                  *(n.ask_if for n in nodes.values() if n.ask_if),
+                  *(i.ask_if for n in nodes.values() for i in n.items if i.ask_if)):
+            used |= cond.findings_in(c.expr)
         found = []
         if nodes and start in nodes and not self.dangling:  # else every later node looks lost
             found += checks.graph(nodes, start, *([followup] if followup else []))
@@ -264,7 +270,7 @@ class _Builder:
             start=start, vocabulary=self.voc, terms=frozen(terms),
             rules=rules, nodes=frozen(nodes), links=frozen(links), labels=frozen(labels),
             levels=frozen(levels), texts=frozen(texts), followup=followup,
-            continues=tuple(continues), description=description,
+            continues=tuple(continues), description=description, findings_used=frozenset(used),
         )
 
     def followup(self, spec: Any, nodes: dict[str, Node]) -> str | None:
@@ -461,7 +467,16 @@ class _Builder:
                          did_you_mean(kind, NODE_KEYS, "use one of " + ", ".join(NODE_KEYS)))
             return None
         required = ["type"] + (["level"] if kind == "outcome" else ["text"])
-        required += ["next"] if kind != "outcome" else []
+        required += ["next"] if kind != "outcome" and "continue_with" not in spec else []
+        handoff = spec.get("continue_with", "")
+        if "continue_with" in spec and (not isinstance(handoff, str) or
+                                        not ID_PATTERN.match(handoff)):
+            self.problem((*path, "continue_with"), f"continue_with '{handoff}' is not a flow id",
+                         "name the flow the interview goes on in, e.g. continue_with: fever")
+            handoff = ""
+        if "continue_with" in spec and "next" in spec:
+            self.problem((*path, "next"), "a node that continues in another flow has no `next`",
+                         "remove `next` or `continue_with`")
         required += ["asks"] if kind in ("yes_no", "choice", "number") else []
         self.keys(spec, NODE_KEYS[kind], path, required)
         text = self.text(spec.get("text"), (*path, "text")) or Text.en("")
@@ -476,7 +491,8 @@ class _Builder:
                          "add the condition under which the question is asked")
         common: dict[str, Any] = dict(
             id=nid, type=kind, text=text, asks=asks, ask_if=ask_if, otherwise=otherwise,
-            next=self.branches(spec.get("next"), (*path, "next")) if kind != "outcome" else (),
+            next=self.branches(spec.get("next"), (*path, "next"))
+            if kind != "outcome" and "next" in spec else (), handoff=str(handoff or ""),
         )
         if kind == "choice":
             common["options"] = self.options(spec.get("options"), (*path, "options"), nid, asks)
@@ -761,7 +777,55 @@ def load_flows(paths: Iterable[str | Path], vocabulary: Vocabulary | None = None
                                         f"flow id '{flow.id}' is also used by "
                                         f"{flows[flow.id].file}", "give each flow its own id"))
             flows[flow.id] = flow
-    return flows, problems
+    return flows, [*problems, *handoff_problems(flows)]
+
+
+def handoff_problems(flows: dict[str, Flow]) -> list[Problem]:
+    """`continue_with:` names a loaded flow other than its own, the hand-offs never
+    come back round (that could loop without a question), and every finding carried
+    over means the same in both flows (its kind, and the values it can take)."""
+    found: list[Problem] = []
+    edges: dict[str, list[str]] = {}
+    for flow in flows.values():
+        text = Path(flow.file).read_text(encoding="utf-8") if Path(flow.file).exists() else ""
+        for nid, node in flow.nodes.items():
+            if not node.handoff:
+                continue
+            match = re.search(rf"^\s*continue_with:\s*{re.escape(node.handoff)}\s*$", text,
+                              re.MULTILINE)
+            line = text.count("\n", 0, match.start()) + 1 if match else 1
+            where = (flow.file, line, 1, f"nodes.{nid}.continue_with")
+            target = flows.get(node.handoff)
+            if target is None or target.id == flow.id:
+                what = "its own flow" if target else f"flow '{node.handoff}', which is not " \
+                    "loaded"
+                found.append(Problem(*where, f"continues in {what}", did_you_mean(
+                    node.handoff, [f for f in flows if f != flow.id],
+                    "put the flow beside this one (TRIAGEBOT_FLOWS)")))
+                continue
+            edges.setdefault(flow.id, []).append(target.id)
+            for fid in sorted(flow.findings_used & target.findings_used):
+                mine = flow.vocabulary.findings.get(fid)
+                theirs = target.vocabulary.findings.get(fid)
+                if mine and theirs and (mine.kind, mine.values, mine.unit) != \
+                        (theirs.kind, theirs.values, theirs.unit):
+                    found.append(Problem(*where, f"finding '{fid}' is a {mine.kind} here but "
+                                         f"a {theirs.kind} in '{target.id}' (or its values "
+                                         "or unit differ), so it cannot be carried over",
+                                         "use one findings vocabulary for both flows"))
+    for start in edges:  # a cycle: following the hand-offs from a flow comes back to it
+        seen, todo = set(), list(edges[start])
+        while todo:
+            fid = todo.pop()
+            if fid == start:
+                found.append(Problem(flows[start].file, 1, 1, "continue_with",
+                                     f"flow '{start}' hands over to a flow that hands back to "
+                                     "it", "end one of them with an outcome instead"))
+                break
+            if fid not in seen:
+                seen.add(fid)
+                todo.extend(edges.get(fid, ()))
+    return found
 
 
 # ---------------------------------------------------------------- older versions

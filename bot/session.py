@@ -202,7 +202,16 @@ class Outcome:
     rules: tuple[str, ...] = field(default=())
 
 
-Reply = Say | Ask | Escalate | Outcome
+@dataclass(frozen=True, slots=True)
+class Handoff:
+    """The interview goes on in another flow (`continue_with:`): the adapter starts it
+    with the findings the two share, at no lower level than `level`."""
+
+    flow: str
+    level: Level | None = None
+
+
+Reply = Say | Ask | Escalate | Outcome | Handoff
 
 
 @dataclass(frozen=True, slots=True)
