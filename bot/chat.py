@@ -8,10 +8,10 @@ plain values.
 from __future__ import annotations
 
 import textwrap
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TextIO
 
-from bot.engine import Engine
+from bot.engine import Engine, handed_over
 from bot.flow import Level
 from bot.session import (
     Ask,
@@ -143,16 +143,20 @@ class Terminal:
 
 
 def run_chat(engine: Engine, read: Callable[[str], str], out: TextIO, colour: bool,
-             language: str | None = None) -> Session:
-    """Run one terminal conversation until /quit or end of input."""
+             language: str | None = None, engines: Mapping[str, Engine] | None = None,
+             ) -> Session:
+    """Run one terminal conversation until /quit or end of input; a `continue_with`
+    goes on in that flow of `engines`."""
     lang = language if language in engine.flow.languages else "en"
     term = Terminal(out, colour, {k: engine.flow.text(k, lang) for k in ("why", "because",
                                                                           "links")})
     term.write(HELP)
     term.write()
-    step = engine.start(language)
-    term.show(step.replies)
-    session = step.session
+    engines = engines or {}
+    legs = handed_over(engine, engine.start(language), engines, language)
+    for _, leg in legs:
+        term.show(leg.replies)
+    engine, session = legs[-1][0], legs[-1][1].session  # (the flow handed over to, if any)
     while True:
         try:
             line = read("> ")
@@ -162,8 +166,9 @@ def run_chat(engine: Engine, read: Callable[[str], str], out: TextIO, colour: bo
         inp = term.to_input(line)
         if inp is None:
             break
-        step = engine.handle(session, inp)
-        session = step.session
         term.write()
-        term.show(step.replies)
+        legs = handed_over(engine, engine.handle(session, inp), engines, language)
+        for _, leg in legs:
+            term.show(leg.replies)
+        engine, session = legs[-1][0], legs[-1][1].session
     return session

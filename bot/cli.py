@@ -132,10 +132,11 @@ def cmd_chat(args: argparse.Namespace) -> int:
     from bot.chat import run_chat
 
     settings = from_env()
-    flow = _pick(_load([settings.flows]), args.flow)
-    engine = _engine(flow, settings)
+    flows = _load([settings.flows])
+    flow = _pick(flows, args.flow)
     colour = sys.stdout.isatty() if args.colour == "auto" else args.colour == "always"
-    run_chat(engine, input, sys.stdout, colour, _language(flow, args.lang))
+    run_chat(_engine(flow, settings), input, sys.stdout, colour, _language(flow, args.lang),
+             engines=_served(flows, settings))
     return 0
 
 

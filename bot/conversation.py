@@ -14,7 +14,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from bot import deeplink
-from bot.engine import Engine
+from bot.engine import Engine, handed_over
 from bot.flow import Level
 from bot.session import (
     Ask,
@@ -29,7 +29,6 @@ from bot.session import (
     Restart,
     Session,
     Start,
-    Step,
     Typed,
 )
 from bot.store import Conversation, Scheduled
@@ -608,7 +607,8 @@ class Conversations:
             step = latest.start(lang)
         else:
             step = (latest if isinstance(inp, Restart) else self.engine_for(old)).handle(old, inp)
-        legs = self._handed_over(step, lang)  # this flow's step, then each flow taking over
+        # this flow's step, then each flow taking over (continue_with)
+        legs = handed_over(self.engine_for(step.session), step, self.engines, lang)
         new = legs[-1][1].session
         interview = conv.interview + 1 if new_interview else conv.interview
         replies = [r for _, leg in legs for r in leg.replies]
@@ -667,21 +667,6 @@ class Conversations:
                        question_message=None if moved else conv.question_message)
         return Decision(conv, log, calls, records=records,
                         priority=Priority.EMERGENCY if emergency else Priority.REPLY)
-
-    def _handed_over(self, step: Step, lang: str) -> list[tuple[Engine, Step]]:
-        """The step, then for each `continue_with` in it the flow named, started with the
-        findings the two share and at no lower level (its rules run on them at once).
-        The loader refuses hand-offs that come back round, so this ends."""
-        legs = [(self.engine_for(step.session), step)]
-        for _ in range(len(self.engines)):
-            handoff = next((r for r in legs[-1][1].replies if isinstance(r, Handoff)), None)
-            target = self.engines.get(handoff.flow) if handoff else None
-            if target is None:
-                break
-            session = legs[-1][1].session
-            legs.append((target, target.start(lang, carried=target.carries(session.answers),
-                                              floor=handoff.level)))
-        return legs
 
     def _alert(self, conv: Conversation, outcome: Outcome, engine: Engine) -> dict | None:
         """A staff alert for an urgent or emergency outcome, if the person agreed to contact;

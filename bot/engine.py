@@ -119,7 +119,7 @@ class Engine:
         red flag among them ends it, or is announced, straight away."""
         lang = language if language in self.flow.languages else "en"
         session = Session(self.flow.id, self.flow.version, lang,
-                          answers=tuple(replace(a, how="carried") for a in carried),
+                          answers=tuple(replace(a, how="handed") for a in carried),
                           floor=floor.id if floor else None)
         replies: list[Reply] = []
         if carried:
@@ -132,10 +132,10 @@ class Engine:
     def carries(self, answers: tuple[Answer, ...]) -> tuple[Answer, ...]:
         """What an interview handed over to this flow keeps: what the person said
         (not what another flow assumed, nor "not sure") about findings this flow
-        asks or its rules read."""
+        asks or its rules read. Its questions about them are not asked again."""
         used = self.uses
-        return tuple(a for a in answers
-                     if a.finding in used and a.how in ("answered", "unsure_present", "carried"))
+        return tuple(a for a in answers if a.finding in used and
+                     a.how in ("answered", "unsure_present", "carried", "handed"))
 
     @property
     def uses(self) -> frozenset[str]:
@@ -430,6 +430,8 @@ class Engine:
                 if node.handoff:
                     out.append(Handoff(node.handoff, Level.parse(s.level or "self_care")))
                 return s
+            elif node.asks and self._handed(s, node):
+                pass  # answered in the flow that handed over: kept, not asked again
             elif (node.ask_if is not None and not node.ask_if.test(values)) or \
                     (node.type == "checklist" and not self._visible(node, s)):
                 assumed = tuple(Answer(node.id, f, v, "assumed") for f, v in node.otherwise)
@@ -451,6 +453,11 @@ class Engine:
         values = self._values(s.answers)
         fired = rulebook.fired(self.flow, values)
         return self._finish(s, None, fired, values, out, floor=Level.URGENT)
+
+    def _handed(self, s: Session, node: Node) -> bool:
+        """Every finding `node` asks came with the interview from another flow."""
+        handed = {a.finding for a in s.answers if a.how == "handed"}
+        return bool(handed) and all(f in handed for f in node.asks)
 
     # ------------------------------------------------------------ going back
 
@@ -605,6 +612,23 @@ class Engine:
             disclaimer=self._t("disclaimer", s),
             rules=tuple(r.id for r in ordered),
         )
+
+
+def handed_over(engine: Engine, step: Step, engines: Mapping[str, Engine],
+                language: str | None = None) -> list[tuple[Engine, Step]]:
+    """`step` (of `engine`), then for each `continue_with` in it the flow named, started
+    with the findings the two share and at no lower level (its rules run on them at
+    once). The loader refuses hand-offs that come back round, so this ends."""
+    legs = [(engine, step)]
+    for _ in range(len(engines)):
+        handoff = next((r for r in legs[-1][1].replies if isinstance(r, Handoff)), None)
+        if handoff is None or handoff.flow not in engines:
+            break
+        target, session = engines[handoff.flow], legs[-1][1].session
+        legs.append((target, target.start(language or session.language,
+                                          carried=target.carries(session.answers),
+                                          floor=handoff.level)))
+    return legs
 
 
 _KEEP = object()  # an item answered "no" must not undo a more severe earlier "yes"

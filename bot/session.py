@@ -22,9 +22,9 @@ class Answer:
     """A finding's value and how it was learned.
 
     how: "answered" (the person said it), "carried" (said in the interview before a
-    check-in), "assumed" (question skipped by
-    `ask_if`; the flow's `otherwise`), "unsure" ("not sure", recorded as
-    absent), "unsure_present" ("not sure" twice on an emergency question,
+    check-in), "handed" (said in another flow that handed over, `continue_with`),
+    "assumed" (question skipped by `ask_if`; the flow's `otherwise`), "unsure" ("not
+    sure", recorded as absent), "unsure_present" ("not sure" twice on an emergency question,
     recorded as present, RED-FLAGS.md 1.7).
     """
 
