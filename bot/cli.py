@@ -12,6 +12,7 @@ import json
 import sys
 from collections import Counter
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bot import __version__, graph
 from bot.engine import Engine
@@ -20,6 +21,9 @@ from bot.flow import Flow
 from bot.loader import flow_files, load_archive, load_flows, version_problems
 from bot.settings import BUNDLED_FLOWS, from_env
 from bot.vignettes import VignetteError, load_vignettes, run_case, safe, summarize
+
+if TYPE_CHECKING:
+    from bot.conversation import Conversations
 
 DEFAULT_FLOW = "back_pain_fever"
 
@@ -71,8 +75,8 @@ def _pick(flows: dict[str, Flow], wanted: str | None) -> Flow:
         return next(iter(_load([Path(wanted)]).values()))
     key = wanted or DEFAULT_FLOW
     if key not in flows:
-        if not wanted and len(flows) == 1:
-            return next(iter(flows.values()))
+        if not wanted and flows:  # no back_pain_fever: the first by id
+            return flows[min(flows)]
         raise SettingsError(f"no flow '{key}': choose one of {', '.join(sorted(flows)) or '-'}")
     return flows[key]
 
@@ -283,17 +287,37 @@ def cmd_db(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
+def build_conversations(settings, **more) -> Conversations:
+    """The use case as `run` wires it: every flow of TRIAGEBOT_FLOWS (FlowError if any
+    is broken), their kept older versions, and the settings."""
+    from bot.conversation import Conversations
+
+    flows = _load([settings.flows])
+    archive, _ = load_archive(settings.flows, allow_missing_translations=True)
+    return Conversations(_engine(_pick(flows, None), settings),
+                         engines=_served(flows, settings),
+                         retention_days=settings.retention_days,
+                         staff_chat=settings.staff_chat,
+                         staff_chats=dict(settings.staff_chats),
+                         default_language=settings.default_language,
+                         expiry_hours=settings.expiry_hours,
+                         checkins=settings.checkins, timezone=settings.timezone,
+                         checkin_stale_hours=settings.checkin_stale_hours,
+                         nudge_hours=settings.nudge_hours,
+                         archive={key: _engine(old, settings)
+                                  for key, old in archive.items() if key[0] in flows},
+                         **more)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     import asyncio
     import logging
 
-    from bot.conversation import Conversations
     from bot.store.sqlite import SqliteStore
     from bot.telegram.app import StartupFailed, TelegramBot, run
 
     settings = from_env()
-    flows = _load([settings.flows])  # refuse to start on a broken flow
-    flow = _pick(flows, None)
+    conversations = build_conversations(settings)  # refuses to start on a broken flow
     if not settings.token:
         raise SettingsError("TELEGRAM_BOT_TOKEN is not set: get a token from @BotFather and "
                             "export it, or try the interview in the terminal with "
@@ -301,18 +325,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     configure_logging(settings.log_format)
     for noisy in ("httpx", "httpcore", "telegram", "aiohttp.access"):
         logging.getLogger(noisy).setLevel(logging.WARNING)  # one line per API call otherwise
-    archive, _ = load_archive(settings.flows, allow_missing_translations=True)
-    conversations = Conversations(_engine(flow, settings), engines=_served(flows, settings),
-                                  retention_days=settings.retention_days,
-                                  staff_chat=settings.staff_chat,
-                                  staff_chats=dict(settings.staff_chats),
-                                  default_language=settings.default_language,
-                                  expiry_hours=settings.expiry_hours,
-                                  checkins=settings.checkins, timezone=settings.timezone,
-                                  checkin_stale_hours=settings.checkin_stale_hours,
-                                  nudge_hours=settings.nudge_hours,
-                                  archive={key: _engine(old, settings)
-                                           for key, old in archive.items() if key[0] in flows})
     for lang, locale in conversations.locales.items():
         if locale.problems or locale.missing:
             logging.getLogger("triagebot").warning(
@@ -333,21 +345,19 @@ def cmd_invite(args: argparse.Namespace) -> int:
 
     from telegram import Bot
 
-    from bot.conversation import Conversations
-
     settings = from_env()
     if not settings.token:
         raise SettingsError("TELEGRAM_BOT_TOKEN is not set: the invitation is sent as the bot")
-    flows = _load([settings.flows])
-    flow = _pick(flows, args.flow)  # (checked before anything is posted)
+    conversations = build_conversations(settings, token=settings.token)
+    if args.flow and args.flow not in conversations.engines:  # before anything is posted
+        raise SettingsError(f"no flow '{args.flow}' in TRIAGEBOT_FLOWS: choose one of "
+                            f"{', '.join(conversations.engines)}")
+    flow = conversations.engines[args.flow].flow if args.flow else conversations.engine.flow
 
     async def post() -> int:
         bot = Bot(settings.token, base_url=f"{settings.api_url}/bot")
         async with bot:
-            conversations = Conversations(_engine(_pick(flows, None), settings),
-                                          engines=_served(flows, settings),
-                                          token=settings.token, username=bot.username,
-                                          default_language=settings.default_language)
+            conversations.username = bot.username
             lang = _language(flow, args.lang) if args.lang else settings.default_language
             (method, params), = conversations.invitation(args.chat, lang,
                                                          flow.id if args.flow else "")
