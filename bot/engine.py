@@ -34,7 +34,7 @@ from collections.abc import Mapping
 from dataclasses import replace
 
 from bot import answers as parse
-from bot import conditions
+from bot import conditions, local
 from bot import rules as rulebook
 from bot.findings import Kind, Value
 from bot.flow import Flow, Item, Level, Node, Rule
@@ -80,10 +80,15 @@ class Engine:
     """The pure interview engine for one flow and one deployment's settings."""
 
     def __init__(self, flow: Flow, emergency_number: str = DEFAULT_EMERGENCY_NUMBER,
-                 emergency_numbers: Mapping[str, str] | None = None):
+                 emergency_numbers: Mapping[str, str] | None = None,
+                 overlay: local.Overlay | None = None):
         self.flow = flow
-        self.emergency_number = emergency_number
-        self.emergency_numbers = dict(emergency_numbers or {})  # per language, if it differs
+        self.overlay = overlay or local.NO_OVERLAY  # the deployment's wording (local.yaml)
+        self.emergency_number = self.overlay.number("*") or emergency_number
+        self.emergency_numbers = {**(emergency_numbers or {}),  # per language, if it differs
+                                  **{k: v for k, v in self.overlay.emergency.items() if k != "*"}}
+        self._places = {lang: local.places(flow, self.overlay, lang)
+                        for lang in (*flow.languages, "en")}
         self._last: tuple[tuple[Answer, ...], dict] = ((), rulebook.values_of(flow, ()))
         self._asks: dict[tuple, Ask] = {}  # bounded by the flow's questions and languages
         self._by_id = {r.id: r for r in flow.rules}
@@ -518,7 +523,11 @@ class Engine:
         return self.emergency_numbers.get(lang, self.emergency_number)
 
     def _fill(self, text: str, lang: str) -> str:
-        return fill(text, emergency_number=self.number(lang))
+        """The deployment's local places, then the emergency number."""
+        if "{" not in text:
+            return text
+        places = self._places.get(lang) or self._places["en"]
+        return fill(local.fill(text, places), emergency_number=self.number(lang))
 
     def _reask(self, s: Session, node: Node, result: parse.Parsed) -> Ask:
         """The same question again, saying what is expected (and what was wrong)."""
@@ -582,6 +591,7 @@ class Engine:
         link_ids += list(node.links) if node else []
         links = tuple((flow.links[lid].title.get(lang), flow.links[lid].url.get(lang))
                       for lid in dict.fromkeys(link_ids))[:MAX_LINKS]
+        links += local.links_for(self.overlay, level, lang)  # the service's own pages
         if level is Level.EMERGENCY:
             advice = self._t("emergency_advice", s)
         else:

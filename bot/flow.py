@@ -169,6 +169,8 @@ class Flow:
     continues: tuple[int, ...] = ()  # earlier versions whose sessions carry on in this one
     description: Text | None = None  # one line under the title where several flows are offered
     findings_used: frozenset[str] = frozenset()  # asked, or read by a rule, term or branch
+    # places a deployment may word its own way (local.yaml), with this flow's defaults
+    local: Mapping[str, Text] = field(default_factory=dict)
 
     def text(self, key: str, lang: str) -> str:
         return self.texts[key].get(lang)

@@ -50,7 +50,11 @@ RULE_PREFIX = {Level.EMERGENCY: "em-", Level.URGENT: "ur-", Level.ROUTINE: "ro-"
                Level.SELF_CARE: "sc-"}
 
 TOP_KEYS = {"flow", "version", "title", "description", "languages", "start", "terms", "links",
-            "labels", "rules", "levels", "texts", "nodes", "followup", "continues"}
+            "labels", "rules", "levels", "texts", "nodes", "followup", "continues", "local"}
+# placeholders the bot fills itself, so no local place may take their names
+FILLED = ("emergency_number", "retention", "item", "items", "reason", "links", "choice",
+          "hours", "time", "zone", "who", "language")
+PLACE = re.compile(r"\{([a-z][a-z0-9_]*)\}")
 USE_KEYS = {"use", "next", "ask_if"}  # a node that asks another node's question again
 # (it keeps that node's `ask_if`, unless it gives its own)
 NODE_KEYS = {
@@ -228,6 +232,7 @@ class _Builder:
         rules = self.rules(data.get("rules"), links)
         levels = self.levels(self.mapping(data.get("levels", {}), ("levels",), "levels"))
         texts = self.texts(self.mapping(data.get("texts", {}), ("texts",), "texts"))
+        local = self.local(self.mapping(data.get("local", {}), ("local",), "local"))
         nodes = self.nodes(self.mapping(data.get("nodes", {}), ("nodes",), "nodes"), links)
         start = data.get("start", "")
         if nodes and start not in nodes:
@@ -255,6 +260,7 @@ class _Builder:
                   *(n.ask_if for n in nodes.values() if n.ask_if),
                   *(i.ask_if for n in nodes.values() for i in n.items if i.ask_if)):
             used |= cond.findings_in(c.expr)
+        self.local_only_where_allowed(local, rules, nodes, labels)
         found = []
         if nodes and start in nodes and not self.dangling:  # else every later node looks lost
             found += checks.graph(nodes, start, *([followup] if followup else []))
@@ -271,6 +277,7 @@ class _Builder:
             rules=rules, nodes=frozen(nodes), links=frozen(links), labels=frozen(labels),
             levels=frozen(levels), texts=frozen(texts), followup=followup,
             continues=tuple(continues), description=description, findings_used=frozenset(used),
+            local=frozen(local),
         )
 
     def followup(self, spec: Any, nodes: dict[str, Node]) -> str | None:
@@ -418,6 +425,51 @@ class _Builder:
                 self.problem(("texts", key), f"unknown text '{key}'",
                              did_you_mean(key, REQUIRED_TEXTS, "remove it"))
         return out
+
+    def local(self, data: dict) -> dict[str, Text]:
+        """`local:` places a deployment may word its own way, with their defaults; an
+        empty default (`{en: ""}`) shows nothing until local.yaml fills it."""
+        out: dict[str, Text] = {}
+        for name, value in data.items():
+            path: YPath = ("local", name)
+            if not isinstance(name, str) or not ID_PATTERN.match(name) or name in FILLED:
+                self.problem(path, f"'{name}' cannot name a local place",
+                             "use a plain id that the bot does not fill itself, e.g. "
+                             "service_name")
+                continue
+            if isinstance(value, dict) and value.get("en") == "":
+                out[name] = Text.en("")
+                continue
+            text = self.text(value, path)
+            if text is not None:
+                out[name] = text
+        for name, text in out.items():  # one place may name another, once
+            for other in PLACE.findall(text.get("en")):
+                if other in out and set(PLACE.findall(out[other].get("en"))) & set(out):
+                    self.problem(("local", name), f"'{name}' names '{other}', which names "
+                                 "another place in turn", "let a place name plain ones only")
+        return out
+
+    def local_only_where_allowed(self, local: dict[str, Text], rules, nodes, labels) -> None:
+        """Local places go in outcomes and fixed texts, never in a question, an answer,
+        a label or a rule: local.yaml must not be able to change what is asked."""
+        if not local:
+            return
+        texts: list[tuple[YPath, Text | None]] = [
+            (("labels", k), t) for k, t in labels.items()]
+        texts += [(("rules", i, "says"), r.says) for i, r in enumerate(rules)]
+        for nid, node in nodes.items():
+            if node.is_question:
+                texts += [(("nodes", nid, "text"), node.text), (("nodes", nid, "explain"),
+                                                                 node.explain),
+                          (("nodes", nid, "unknown"), node.unknown)]
+                texts += [(("nodes", nid, "options"), o.label) for o in node.options]
+                texts += [(("nodes", nid, "items"), i.label) for i in node.items]
+        for path, text in texts:
+            named = {p for _, s in (text.by_lang if text else ()) for p in PLACE.findall(s)}
+            for place in sorted(named & set(local)):
+                self.problem(path, f"local place '{{{place}}}' in a question, answer, label "
+                             "or rule", "use local places in outcomes and fixed texts only")
 
     # ---- nodes --------------------------------------------------------------
 

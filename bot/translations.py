@@ -77,6 +77,9 @@ def translatable(data: dict) -> Iterator[tuple[YPath, YPath]]:
     for key, value in _items(data.get("texts")):
         if isinstance(value, dict):
             yield ("texts", key), ("texts", key)
+    for key, value in _items(data.get("local")):  # (an empty default needs no translation)
+        if isinstance(value, dict) and value.get("en") != "":
+            yield ("local", key), ("local", key)
     for nid, node in _items(data.get("nodes")):
         if not isinstance(node, dict):
             continue
