@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import sys
 from collections import Counter
 from pathlib import Path
@@ -19,7 +20,8 @@ from bot.engine import Engine
 from bot.errors import FlowError, Problem, SettingsError, StoreInUse
 from bot.flow import Flow
 from bot.loader import flow_files, load_archive, load_flows, version_problems
-from bot.settings import BUNDLED_FLOWS, from_env
+from bot.local import Overlay, load_overlay
+from bot.settings import BUNDLED_FLOWS, from_env, read_env_file
 from bot.vignettes import VignetteError, load_vignettes, run_case, safe, summarize
 
 if TYPE_CHECKING:
@@ -59,15 +61,38 @@ def _language(flow: Flow, lang: str) -> str:
     return lang
 
 
-def _engine(flow: Flow, settings) -> Engine:
-    return Engine(flow, settings.emergency_number, dict(settings.emergency_numbers))
+def _engine(flow: Flow, settings, overlay: Overlay | None = None) -> Engine:
+    return Engine(flow, settings.emergency_number, dict(settings.emergency_numbers), overlay)
 
 
-def _served(flows: dict[str, Flow], settings) -> dict[str, Engine]:
+def _overlay(settings, flows) -> Overlay | None:
+    """The deployment's local.yaml (TRIAGEBOT_LOCAL, else ./local.yaml), checked against
+    the flows: FlowError with every problem; missing languages may be warnings."""
+    if settings.local is None:
+        return None
+    overlay, problems = load_overlay(settings.local, flows,
+                                     allow_missing=settings.allow_missing_translations)
+    errors = [p for p in problems if not p.warning]
+    if errors or overlay is None:
+        raise FlowError(errors or problems)
+    for problem in problems:
+        print(f"{problem} (shown in English)", file=sys.stderr)
+    if overlay.emergency and settings.emergency_set:
+        mine = {"*": settings.emergency_number, **dict(settings.emergency_numbers)}
+        clash = {k: v for k, v in overlay.emergency.items() if mine.get(k, mine["*"]) != v}
+        if clash:  # two places for an emergency number: never guess which one is right
+            raise SettingsError(f"{settings.local} sets emergency_number {clash} but "
+                                "TRIAGEBOT_EMERGENCY_NUMBER(S) says otherwise: keep it in one "
+                                "place")
+    return overlay
+
+
+def _served(flows: dict[str, Flow], settings, overlay: Overlay | None = None,
+            ) -> dict[str, Engine]:
     """Every flow of TRIAGEBOT_FLOWS, the default first: the order /start offers them."""
     first = [DEFAULT_FLOW] if DEFAULT_FLOW in flows else []
-    return {fid: _engine(flows[fid], settings) for fid in [*first, *sorted(set(flows) -
-                                                                               set(first))]}
+    return {fid: _engine(flows[fid], settings, overlay)
+            for fid in [*first, *sorted(set(flows) - set(first))]}
 
 
 def _pick(flows: dict[str, Flow], wanted: str | None) -> Flow:
@@ -91,6 +116,11 @@ def cmd_validate(args: argparse.Namespace) -> int:
         from_env().allow_missing_translations
     flows, problems = load_flows(files, allow_missing_translations=allow)
     problems += _locale_problems(flows.values(), allow)
+    local = from_env().local  # the deployment overlay, checked against these flows
+    overlay = None
+    if local is not None:
+        overlay, found = load_overlay(local, flows.values(), allow_missing=allow)
+        problems += found
     for folder in dict.fromkeys(p.parent for p in files):
         archive, found = load_archive(folder, allow_missing_translations=allow)
         problems += found
@@ -109,6 +139,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
     for flow in flows.values():
         print(f"{flow.file}: ok — flow '{flow.id}' v{flow.version}: {len(flow.nodes)} nodes, "
               f"{len(flow.rules)} rules, languages {', '.join(flow.languages)}")
+    if overlay is not None:
+        print(f"{overlay.file}: ok — {len(overlay.values)} local place(s) set, "
+              f"{len(overlay.links)} link(s)" + (", emergency number" if overlay.emergency
+                                                 else ""))
     return 0
 
 
@@ -138,9 +172,10 @@ def cmd_chat(args: argparse.Namespace) -> int:
     settings = from_env()
     flows = _load([settings.flows])
     flow = _pick(flows, args.flow)
+    overlay = _overlay(settings, flows.values())
     colour = sys.stdout.isatty() if args.colour == "auto" else args.colour == "always"
-    run_chat(_engine(flow, settings), input, sys.stdout, colour, _language(flow, args.lang),
-             engines=_served(flows, settings))
+    run_chat(_engine(flow, settings, overlay), input, sys.stdout, colour,
+             _language(flow, args.lang), engines=_served(flows, settings, overlay))
     return 0
 
 
@@ -293,9 +328,10 @@ def build_conversations(settings, **more) -> Conversations:
     from bot.conversation import Conversations
 
     flows = _load([settings.flows])
+    overlay = _overlay(settings, flows.values())
     archive, _ = load_archive(settings.flows, allow_missing_translations=True)
-    return Conversations(_engine(_pick(flows, None), settings),
-                         engines=_served(flows, settings),
+    return Conversations(_engine(_pick(flows, None), settings, overlay),
+                         engines=_served(flows, settings, overlay),
                          retention_days=settings.retention_days,
                          staff_chat=settings.staff_chat,
                          staff_chats=dict(settings.staff_chats),
@@ -304,9 +340,37 @@ def build_conversations(settings, **more) -> Conversations:
                          checkins=settings.checkins, timezone=settings.timezone,
                          checkin_stale_hours=settings.checkin_stale_hours,
                          nudge_hours=settings.nudge_hours,
-                         archive={key: _engine(old, settings)
+                         archive={key: _engine(old, settings, overlay)
                                   for key, old in archive.items() if key[0] in flows},
                          **more)
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    """Write a deployment folder: triagebot.env (every setting, explained) and local.yaml
+    (the service's own wording, examples commented out). Never overwrites."""
+    from importlib import resources
+
+    folder = Path(args.dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    made = []
+    for name, template, mode in (("triagebot.env", "triagebot.env", 0o600),
+                                 ("local.yaml", "local.example.yaml", 0o644)):
+        target = folder / name
+        if target.exists():
+            print(f"{target}: exists, left as it is", file=sys.stderr)
+            continue
+        text = (resources.files("bot") / "data" / template).read_text(encoding="utf-8")
+        # created owner-only from the start: the env file will hold the bot token
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write(text)
+        made.append(str(target))
+    if made:
+        print("wrote " + " and ".join(made))
+    where = "" if folder.resolve() == Path.cwd().resolve() else f"cd {folder} && "
+    print(f"next: put your bot token in triagebot.env, then `{where}triagebot chat` to try "
+          f"the interview here and `{where}triagebot run` to go live")
+    return 0
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -413,6 +477,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"triagebot {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
+    init = sub.add_parser("init", help="write a deployment folder: triagebot.env and "
+                                       "local.yaml to start from")
+    init.add_argument("dir", nargs="?", default=".", help="the folder (default: here)")
+    init.set_defaults(func=cmd_init)
+
     run = sub.add_parser("run", help="run the bot on Telegram (settings from the environment)")
     run.set_defaults(func=cmd_run)
 
@@ -472,6 +541,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if args.func is not cmd_init:  # (init writes the file; a broken one must not stop it)
+            read_env_file()
         return args.func(args)
     except FlowError as exc:
         print(exc, file=sys.stderr)

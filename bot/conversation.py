@@ -157,7 +157,7 @@ class Conversations:
         tx = self.texts_in(lang)
         link = deeplink.url(self.username, deeplink.make(chat_id, self.token, flow))
         markup = {"inline_keyboard": [[{"text": tx.group_button, "url": link}]]}
-        text = render.esc(self.say(tx.group_invite, lang))
+        text = render.esc(self._signed(self.say(tx.group_invite, lang), lang))
         if flow:
             text = f"<b>{render.esc(self.engines[flow].flow.title.get(lang))}</b>\n\n" + text
         calls = render.send(chat_id, text, markup)
@@ -210,6 +210,12 @@ class Conversations:
         tx = self.texts_in(lang)
         return {"share": tx.consent_share, "contact": tx.consent_contact,
                 "none": tx.consent_none}.get(value, value)
+
+    def _signed(self, text: str, lang: str) -> str:
+        """`text`, then who offers the service, if local.yaml names it (the flow's
+        `offered_by` place)."""
+        offered = self.engine.place("offered_by", lang)
+        return f"{text}\n\n{offered}" if offered else text
 
     def say(self, text: str, lang: str) -> str:
         return text.replace("{emergency_number}", self.engine.number(lang)).replace(
@@ -343,7 +349,8 @@ class Conversations:
                 (tx.forget_yes, render.encode(conv.interview, "_", -1, "forget_yes")),
                 (tx.forget_no, render.encode(conv.interview, "_", -1, "forget_no"))]])
             return Decision(conv, (), render.send(chat, render.esc(tx.forget_confirm), markup))
-        return Decision(conv, (), render.send(chat, render.esc(self.say(tx.help, lang))))
+        return Decision(conv, (), render.send(chat, render.esc(self._signed(
+            self.say(tx.help, lang), lang))))
 
     def _button(self, conv: Conversation, event: Event, now: float = 0.0) -> Decision:
         button, session = event.button, conv.session

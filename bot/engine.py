@@ -522,6 +522,10 @@ class Engine:
         """The emergency number to tell someone using this language."""
         return self.emergency_numbers.get(lang, self.emergency_number)
 
+    def place(self, name: str, lang: str) -> str:
+        """A local place of the flow as filled for this deployment ('' if unset)."""
+        return (self._places.get(lang) or self._places["en"]).get(name, "")
+
     def _fill(self, text: str, lang: str) -> str:
         """The deployment's local places, then the emergency number."""
         if "{" not in text:

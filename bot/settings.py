@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib import resources
@@ -15,7 +16,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from bot.errors import SettingsError
+from bot.errors import SettingsError, did_you_mean
 
 # the interviews shipped in the package (bot/flows, a link to the repository's flows/
 # in a checkout): found through importlib.resources, so a wheel install has them too
@@ -37,7 +38,11 @@ ENV_VARS = (
     "TRIAGEBOT_EMERGENCY_NUMBERS", "TRIAGEBOT_DEFAULT_LANGUAGE", "TRIAGEBOT_MISSING_TRANSLATIONS",
     "TRIAGEBOT_INTERVIEW_EXPIRY_HOURS", "TRIAGEBOT_CHECKINS", "TRIAGEBOT_TIMEZONE",
     "TRIAGEBOT_CHECKIN_STALE_HOURS", "TRIAGEBOT_NUDGE_HOURS", "TRIAGEBOT_START_TIMEOUT",
+    "TRIAGEBOT_LOCAL", "TRIAGEBOT_ENV_FILE",
 )
+ENV_FILE = "triagebot.env"  # read from the working directory when TRIAGEBOT_ENV_FILE is unset
+LOCAL_FILE = "local.yaml"  # the deployment overlay, likewise (TRIAGEBOT_LOCAL)
+PATH_VARS = ("TRIAGEBOT_DB", "TRIAGEBOT_FLOWS", "TRIAGEBOT_LOCAL", "TRIAGEBOT_BACKUP_DIR")
 LANGUAGE_CODE = re.compile(r"[a-z]{2,3}")
 
 
@@ -77,6 +82,8 @@ class Settings:
     checkin_stale_hours: float = 12.0  # a check-in due this long ago (bot down) is dropped
     nudge_hours: float = 0.0  # one reminder after this long idle mid-interview (0: off)
     start_timeout: float = 60.0  # seconds to retry Telegram or a locked database at start
+    local: Path | None = None  # the deployment overlay (local.yaml), if there is one
+    emergency_set: bool = False  # TRIAGEBOT_EMERGENCY_NUMBER(S) given, not the default
 
     @property
     def loopback(self) -> bool:
@@ -180,6 +187,12 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
     stale = _number(env, "TRIAGEBOT_CHECKIN_STALE_HOURS", 12.0, 0, 24 * 365, "hours")
     nudge = _number(env, "TRIAGEBOT_NUDGE_HOURS", 0.0, 0, 24 * 365, "hours")
     start_timeout = _number(env, "TRIAGEBOT_START_TIMEOUT", 60.0, 0, 3600, "seconds")
+    local = (env.get("TRIAGEBOT_LOCAL") or "").strip()
+    if local and not Path(local).is_file():
+        raise SettingsError(f"TRIAGEBOT_LOCAL={local!r} is not a file: point it at your "
+                            "local.yaml (`triagebot init` writes one), or unset it")
+    local_path = Path(local) if local else (Path(LOCAL_FILE) if Path(LOCAL_FILE).is_file()
+                                            else None)
     return Settings(
         token=env.get("TELEGRAM_BOT_TOKEN") or None,
         api_url=env.get("TRIAGEBOT_API_URL", DEFAULT_API_URL).rstrip("/"),
@@ -213,7 +226,44 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         checkin_stale_hours=stale,
         nudge_hours=nudge,
         start_timeout=start_timeout,
+        local=local_path,
+        emergency_set=bool((env.get("TRIAGEBOT_EMERGENCY_NUMBER") or "").strip() or
+                           (env.get("TRIAGEBOT_EMERGENCY_NUMBERS") or "").strip()),
     )
+
+
+def read_env_file(environ: dict[str, str] | os._Environ | None = None) -> Path | None:
+    """Add the settings of an env file (TRIAGEBOT_ENV_FILE, else ./triagebot.env) to
+    `environ` (os.environ): what the environment already sets wins, empty lines in the
+    file mean unset, and a relative path in it is from the file's folder. The file
+    holds the token, so it should be readable by its owner only."""
+    from dotenv import dotenv_values
+
+    environ = os.environ if environ is None else environ
+    named = (environ.get("TRIAGEBOT_ENV_FILE") or "").strip()
+    path = Path(named) if named else Path(ENV_FILE)
+    if not path.is_file():
+        if named:
+            raise SettingsError(f"TRIAGEBOT_ENV_FILE={named!r} is not a file: point it at "
+                                "your triagebot.env (`triagebot init` writes one)")
+        return None
+    try:
+        values = dotenv_values(path, interpolate=False)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SettingsError(f"{path}: cannot read it ({exc})") from None
+    for key, value in values.items():
+        if key not in ENV_VARS or key == "TRIAGEBOT_ENV_FILE":
+            raise SettingsError(f"{path}: {key!r} is not a triagebot setting " +
+                                did_you_mean(key, ENV_VARS, "(README, Settings)"))
+        if value is None or not value.strip() or key in environ:
+            continue
+        if key in PATH_VARS and not Path(value).is_absolute():
+            value = str(path.resolve().parent / value)
+        environ[key] = value
+    if values.get("TELEGRAM_BOT_TOKEN") and path.stat().st_mode & 0o077:
+        print(f"triagebot: warning: {path} holds the bot token and others can read it: "
+              f"chmod 600 {path}", file=sys.stderr)
+    return path
 
 
 def _check_webhook_url(url: str) -> None:

@@ -82,3 +82,14 @@ def test_the_wheel_runs_chat_validate_and_eval_in_an_empty_folder(installed, tmp
     summary = json.loads(result.stdout)["summary"]
     assert summary["n"] == 18 and summary["emergency_sensitivity"] == 1.0
     assert summary["under_triaged"] == 0
+
+
+def test_init_then_chat_in_an_empty_folder_as_a_new_user_would(installed, tmp_path):
+    made = run(installed, "init", cwd=tmp_path)
+    assert made.returncode == 0, made.stderr
+    assert (tmp_path / "triagebot.env").exists() and (tmp_path / "local.yaml").exists()
+    (tmp_path / "local.yaml").write_text('service_name: "Riverside Health"\n')
+    chat = run(installed, "chat", "--colour", "never", cwd=tmp_path,
+               stdin="45\nmale\nlower back\n11\n")
+    assert chat.returncode == 0, chat.stderr
+    assert "CALL 112 NOW" in chat.stdout and "offered by Riverside Health" in chat.stdout
