@@ -42,6 +42,7 @@ ENV_VARS = (
 )
 ENV_FILE = "triagebot.env"  # read from the working directory when TRIAGEBOT_ENV_FILE is unset
 LOCAL_FILE = "local.yaml"  # the deployment overlay, likewise (TRIAGEBOT_LOCAL)
+FOR_OTHERS = ("TRIAGEBOT_DOMAIN",)  # in deploy/env.example for Caddy; the bot ignores it
 PATH_VARS = ("TRIAGEBOT_DB", "TRIAGEBOT_FLOWS", "TRIAGEBOT_LOCAL", "TRIAGEBOT_BACKUP_DIR")
 LANGUAGE_CODE = re.compile(r"[a-z]{2,3}")
 
@@ -252,6 +253,8 @@ def read_env_file(environ: dict[str, str] | os._Environ | None = None) -> Path |
     except (OSError, UnicodeDecodeError) as exc:
         raise SettingsError(f"{path}: cannot read it ({exc})") from None
     for key, value in values.items():
+        if key in FOR_OTHERS or not key.startswith(("TRIAGEBOT_", "TELEGRAM_")):
+            continue  # another program's setting in a shared file
         if key not in ENV_VARS or key == "TRIAGEBOT_ENV_FILE":
             raise SettingsError(f"{path}: {key!r} is not a triagebot setting " +
                                 did_you_mean(key, ENV_VARS, "(README, Settings)"))

@@ -244,3 +244,11 @@ async def test_the_running_bot_speaks_the_overlay_in_help_and_outcomes(fake, flo
         assert "https://riverside.example/urgent" in outcome.html
         assert "This check is offered by Riverside Health." in outcome.text
         assert fake.errors == []
+
+
+def test_the_deploy_env_example_is_a_valid_env_file(tmp_path):
+    from bot.settings import read_env_file
+
+    environ = {"TRIAGEBOT_ENV_FILE": str(ROOT / "deploy" / "env.example")}
+    read_env_file(environ)  # TRIAGEBOT_DOMAIN is Caddy's: passed over, not refused
+    assert environ["TRIAGEBOT_MODE"] == "webhook" and "TRIAGEBOT_DOMAIN" not in environ
