@@ -250,3 +250,50 @@ def test_validate_refuses_hand_offs_to_nowhere_back_round_or_beside_next(tmp_pat
     result = cli("validate", str(tmp_path), env={})
     assert result.returncode == 1 and "a node that continues in another flow has no `next`" \
         in result.stdout, result.stdout
+
+
+async def test_check_ins_and_expiry_follow_the_flow_an_interview_ran(fake, tmp_path):
+    from .test_time import Clock
+
+    folder = tmp_path / "flows"
+    shutil.copytree(FLOWS, folder)
+    for path in (ROOT / "flows").glob("back_pain_fever*.yaml"):
+        shutil.copy(path, folder / path.name)
+    clock, db = Clock(), tmp_path / "bot.sqlite3"
+    h = SeveralHarness(fake, db, folder=folder)
+    h.bot.clock = clock
+    h.bot.conversations.checkins = True
+    async with h:
+        assert list(h.bot.conversations.engines) == ["back_pain_fever", "backs", "intake"]
+        p = Person(fake, 1601)  # the bundled flow has a check-in: offered, then sent
+        await p.say("/start back_pain_fever")
+        await p.consent("OK, start")
+        for text in ("33", "Female, not pregnant", "lower back", "none", "not measured",
+                     "none", "mild", "2 days", "none", "none"):
+            await p.say(text)
+        await fake.wait(lambda: "check on you later?" in p.last())
+        await p.press("In 6 hours")
+        clock.advance(6.1)
+        seen = p.seen()
+        assert await h.bot.run_due() == 1
+        await fake.wait(lambda: p.seen() > seen)
+        assert "Checking in as promised" in p.last()
+
+        q = Person(fake, 1602)  # the back check has none: its outcome offers nothing
+        await q.say("/start backs")
+        await q.consent("OK, start")
+        await q.press("Lower back")
+        await q.say("no")
+        await q.say("37")
+        assert "SELF-CARE" in q.last() and "check on you later" not in q.transcript()
+
+        r = Person(fake, 1603)  # an interview of another flow expires like any
+        await r.say("/start intake")
+        await r.consent("OK, start")
+        clock.advance(25)
+        await r.say("yes")
+        assert "more than 24 hours" in r.transcript() and set(menu_labels(r)) == {
+            "Back pain and fever check", *TITLES}
+    rows = events(db)
+    assert ("expired", "intake", None, None) in rows and ("checkin", "back_pain_fever", None,
+                                                            None) in rows
