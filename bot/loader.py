@@ -859,12 +859,17 @@ def handoff_problems(flows: dict[str, Flow]) -> list[Problem]:
             for fid in sorted(flow.findings_used & target.findings_used):
                 mine = flow.vocabulary.findings.get(fid)
                 theirs = target.vocabulary.findings.get(fid)
-                if mine and theirs and (mine.kind, mine.values, mine.unit) != \
+                if not mine or not theirs or (mine.kind, mine.values, mine.unit) == \
                         (theirs.kind, theirs.values, theirs.unit):
-                    found.append(Problem(*where, f"finding '{fid}' is a {mine.kind} here but "
-                                         f"a {theirs.kind} in '{target.id}' (or its values "
-                                         "or unit differ), so it cannot be carried over",
-                                         "use one findings vocabulary for both flows"))
+                    continue
+                what, here, there = next(
+                    (name, a, b) for name, a, b in (("kind", mine.kind, theirs.kind),
+                                                    ("unit", mine.unit, theirs.unit),
+                                                    ("values", mine.values, theirs.values))
+                    if a != b)
+                found.append(Problem(*where, f"finding '{fid}' has {what} {here} here but "
+                                     f"{there} in '{target.id}', so it cannot be carried over",
+                                     "use one findings vocabulary for both flows"))
     for start in edges:  # a cycle: following the hand-offs from a flow comes back to it
         seen, todo = set(), list(edges[start])
         while todo:

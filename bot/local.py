@@ -29,6 +29,7 @@ from bot.yamlsource import Source, read_yaml
 
 PLACE = re.compile(r"\{([a-z][a-z0-9_]*)\}")
 NUMBER = re.compile(r"[0-9]{2,6}")
+URL = re.compile(r"https://[^\s\"'<>]{3,500}")
 RESERVED = ("emergency_number", "links")  # keys of local.yaml that are not places
 MAX_VALUE = 300  # characters: a line or two, not a page
 MAX_LINKS = 3
@@ -173,7 +174,7 @@ class _Checker:
             elif len(string) > MAX_VALUE:
                 self.problem((*path, lang), f"the '{lang}' text is {len(string)} characters",
                              f"keep it under {MAX_VALUE}: a line or two")
-            elif url and not string.startswith("https://"):
+            elif url and not URL.fullmatch(string):
                 self.problem((*path, lang), f"'{string[:60]}' is not an https:// address",
                              "use the page's public https address")
             elif not url and ("{" in string or "}" in string or "<" in string):

@@ -297,3 +297,23 @@ async def test_check_ins_and_expiry_follow_the_flow_an_interview_ran(fake, tmp_p
     rows = events(db)
     assert ("expired", "intake", None, None) in rows and ("checkin", "back_pain_fever", None,
                                                             None) in rows
+
+
+def test_validate_refuses_a_carried_finding_whose_meaning_differs_between_flows():
+    from dataclasses import replace as evolve
+
+    from bot.findings import bundled_vocabulary
+    from bot.loader import handoff_problems, load_flows
+
+    (flows, problems) = load_flows([FLOWS])
+    assert problems == []
+    # the back check read with a vocabulary where temperature is in °F: not the same
+    voc = bundled_vocabulary()
+    fahrenheit = evolve(voc, findings={**voc.findings, "temperature_c": evolve(
+        voc.findings["temperature_c"], unit="fahrenheit")})
+    backs = load_flows([FLOWS / "backs.yaml"], vocabulary=fahrenheit)[0]["backs"]
+    found = handoff_problems({**flows, "backs": backs})
+    assert [p.what for p in found] == [
+        "finding 'temperature_c' has unit celsius here but fahrenheit in 'backs', so it "
+        "cannot be carried over"], found
+    assert found[0].file.endswith("intake.yaml") and found[0].line > 1
