@@ -435,7 +435,8 @@ class Engine:
                 if node.handoff:
                     out.append(Handoff(node.handoff, Level.parse(s.level or "self_care")))
                 return s
-            elif node.asks and self._handed(s, node):
+            elif node.asks and s.answers and s.answers[0].how == "handed" and \
+                    self._handed(s, node):  # (handed answers come first in a session)
                 pass  # answered in the flow that handed over: kept, not asked again
             elif (node.ask_if is not None and not node.ask_if.test(values)) or \
                     (node.type == "checklist" and not self._visible(node, s)):
