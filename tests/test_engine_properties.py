@@ -14,7 +14,7 @@ from bot.engine import Engine
 from bot.findings import Kind, bundled_vocabulary
 from bot.flow import Level
 from bot.loader import load_flow
-from bot.session import Back, Outcome, Pick, PickMany, Restart, Session, Start, Typed
+from bot.session import Answer, Back, Outcome, Pick, PickMany, Restart, Session, Start, Typed
 from bot.vignettes import answer
 
 from .conftest import BUNDLED
@@ -49,7 +49,7 @@ def check_invariants(session: Session, replies) -> None:
         level = Level.parse(session.level)
         assert level >= rulebook.highest(r.level for r in fired)
         assert any(isinstance(r, Outcome) for r in replies) or not replies or \
-            session.log[-1].event != "answer"
+            not session.log or session.log[-1].event != "answer"  # (none: ended when handed)
     else:
         assert session.node in FLOW.nodes and FLOW.nodes[session.node].is_question
         if any(r.level is Level.EMERGENCY for r in fired):
@@ -178,3 +178,40 @@ def test_a_check_in_never_lowers_the_level_and_asks_what_could_raise_it(first, l
     for rule in FLOW.rules:
         if rule.level > level:
             assert not cond.satisfiable(rule.when.expr, VOC, answered), rule.id
+
+
+def _value(finding):
+    """Any value a person could give for `finding` (by its kind in FINDINGS.yaml)."""
+    if finding.kind is Kind.BOOLEAN:
+        return st.booleans()
+    if finding.kind is Kind.NUMBER:
+        return st.floats(finding.min if finding.min is not None else 0,
+                         finding.max if finding.max is not None else 100, allow_nan=False)
+    return st.sampled_from(finding.values or ("none",))
+
+
+CARRIABLE = sorted(f for f in FLOW.findings_used if f in VOC.findings)
+carried = st.lists(st.sampled_from(CARRIABLE), max_size=12, unique=True).flatmap(
+    lambda ids: st.tuples(*(_value(VOC.findings[f]).map(lambda v, f=f: Answer("x", f, v))
+                            for f in ids)))
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(carried, st.sampled_from(list(Level)), st.lists(inputs, max_size=15))
+def test_a_hand_off_runs_every_rule_on_what_it_carried_and_never_says_less(answers, floor,
+                                                                            more):
+    """Whatever another flow hands over, the rules fire on it at once (an emergency ends
+    the interview before any question), and the level never falls below the floor."""
+    step = ENGINE.start("en", carried=ENGINE.carries(tuple(answers)), floor=floor)
+    check_invariants(step.session, step.replies)
+    values = rulebook.values_of(FLOW, step.session.answers)
+    if any(r.level is Level.EMERGENCY for r in rulebook.fired(FLOW, values)):
+        assert step.session.status == "done" and step.session.level == "emergency"
+        assert not any(hasattr(r, "options") for r in step.replies), "no question first"
+    session = step.session
+    for inp in more:
+        step = ENGINE.handle(session, inp)
+        session = step.session
+        check_invariants(session, step.replies)
+        if session.status == "done" and session.floor:
+            assert Level.parse(session.level) >= floor
