@@ -295,19 +295,21 @@ def cmd_db(args: argparse.Namespace) -> int:
     import asyncio
 
     from bot.store import maintenance
-    from bot.store.sqlite import SqliteStore
 
     settings = from_env()
     if args.action == "migrate":
         async def migrate() -> int:
-            store = SqliteStore(settings.db)
+            store = open_store(settings)
             await store.open()  # applies every pending migration
             try:
                 return await store.migrate()
             finally:
                 await store.close()
-        print(f"{settings.db}: schema version {asyncio.run(migrate())}")
+        print(f"{settings.db_name}: schema version {asyncio.run(migrate())}")
         return 0
+    if settings.db_url:
+        raise SettingsError(f"`db {args.action}` is for the SQLite file; on PostgreSQL use "
+                            "its own tools (pg_dump for a backup, amcheck for a check)")
     if not settings.db.exists():
         raise SettingsError(f"no database at {settings.db}: set TRIAGEBOT_DB")
     if args.action == "backup":
@@ -373,11 +375,21 @@ def cmd_init(args: argparse.Namespace) -> int:
     return 0
 
 
+def open_store(settings):
+    """The store TRIAGEBOT_DB names: PostgreSQL for a postgresql:// URL, else SQLite."""
+    if settings.db_url:
+        from bot.store.postgres import PostgresStore
+
+        return PostgresStore(settings.db_url)
+    from bot.store.sqlite import SqliteStore
+
+    return SqliteStore(settings.db)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     import asyncio
     import logging
 
-    from bot.store.sqlite import SqliteStore
     from bot.telegram.app import StartupFailed, TelegramBot, run
 
     settings = from_env()
@@ -394,7 +406,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             logging.getLogger("triagebot").warning(
                 "bot texts in %s: %d missing (shown in English), %s", lang,
                 len(locale.missing), "; ".join(locale.problems) or "no other problems")
-    bot = TelegramBot(settings, conversations, SqliteStore(settings.db))
+    bot = TelegramBot(settings, conversations, open_store(settings))
     try:
         asyncio.run(run(bot))
     except StartupFailed as exc:  # one clear line; systemd or Docker restart the bot
@@ -443,18 +455,16 @@ def cmd_export(args: argparse.Namespace) -> int:
     import csv
     import datetime as dt
 
-    from bot.store.sqlite import SqliteStore
-
     settings = from_env()
     try:
         since = dt.datetime.strptime(args.since, "%Y-%m-%d").replace(tzinfo=dt.UTC)
     except ValueError:
         raise SettingsError(f"--since {args.since!r}: use a date like 2026-01-31") from None
-    if not settings.db.exists():
+    if not settings.db_url and not settings.db.exists():
         raise SettingsError(f"no database at {settings.db}: set TRIAGEBOT_DB")
 
     async def rows() -> list[tuple]:
-        store = SqliteStore(settings.db)
+        store = open_store(settings)
         await store.open()
         try:
             return await store.export(since.timestamp())

@@ -84,7 +84,17 @@ class Settings:
     nudge_hours: float = 0.0  # one reminder after this long idle mid-interview (0: off)
     start_timeout: float = 60.0  # seconds to retry Telegram or a locked database at start
     local: Path | None = None  # the deployment overlay (local.yaml), if there is one
+    db_url: str | None = None  # TRIAGEBOT_DB=postgresql://...: the PostgreSQL store
     emergency_set: bool = False  # TRIAGEBOT_EMERGENCY_NUMBER(S) given, not the default
+
+    @property
+    def db_name(self) -> str:
+        """The database, as a log line may name it: a PostgreSQL URL without its password."""
+        if self.db_url is None:
+            return str(self.db)
+        parts = urlsplit(self.db_url)
+        return f"postgresql://{parts.hostname or ''}{f':{parts.port}' if parts.port else ''}" \
+            f"{parts.path}"
 
     @property
     def loopback(self) -> bool:
@@ -92,8 +102,9 @@ class Settings:
         return self.listen_host in LOOPBACK or self.listen_host.startswith("127.")
 
     def __repr__(self) -> str:  # the token and secret never reach a log
-        return (f"Settings(mode={self.mode!r}, api_url={self.api_url!r}, db={str(self.db)!r}, "
-                f"flows={str(self.flows)!r}, emergency_number={self.emergency_number!r}, "
+        return (f"Settings(mode={self.mode!r}, api_url={self.api_url!r}, "
+                f"db={self.db_name!r}, flows={str(self.flows)!r}, "
+                f"emergency_number={self.emergency_number!r}, "
                 f"token={'set' if self.token else 'unset'})")
 
 
@@ -188,6 +199,16 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
     stale = _number(env, "TRIAGEBOT_CHECKIN_STALE_HOURS", 12.0, 0, 24 * 365, "hours")
     nudge = _number(env, "TRIAGEBOT_NUDGE_HOURS", 0.0, 0, 24 * 365, "hours")
     start_timeout = _number(env, "TRIAGEBOT_START_TIMEOUT", 60.0, 0, 3600, "seconds")
+    db_url = (env.get("TRIAGEBOT_DB") or "").strip()
+    if db_url.startswith(("postgresql://", "postgres://")):
+        try:
+            urlsplit(db_url).port  # noqa: B018 (raises on a bad port)
+        except ValueError:
+            raise SettingsError("TRIAGEBOT_DB is not a valid postgresql:// URL: e.g. "
+                                "postgresql://triagebot@db.example.org:5432/triagebot") from None
+    else:
+        db_url = ""
+    db_url = db_url or None  # type: ignore[assignment]
     local = (env.get("TRIAGEBOT_LOCAL") or "").strip()
     if local and not Path(local).is_file():
         raise SettingsError(f"TRIAGEBOT_LOCAL={local!r} is not a file: point it at your "
@@ -197,7 +218,8 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
     return Settings(
         token=env.get("TELEGRAM_BOT_TOKEN") or None,
         api_url=env.get("TRIAGEBOT_API_URL", DEFAULT_API_URL).rstrip("/"),
-        db=Path(env.get("TRIAGEBOT_DB", "triagebot.sqlite3")),
+        db=Path("triagebot.sqlite3" if db_url else env.get("TRIAGEBOT_DB", "triagebot.sqlite3")),
+        db_url=db_url,
         mode=mode,
         webhook_url=webhook_url,
         webhook_secret=webhook_secret,

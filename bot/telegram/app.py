@@ -327,9 +327,9 @@ class TelegramBot:
         except Exception as exc:
             await self.store.close()  # (what it had opened), so a retry starts clean
             fault = self.store.fault(exc)
-            if fault is not None and "locked" in fault:
-                raise Transient(fault) from None
-            raise StartupFailed(f"cannot open the database {self.settings.db}: "
+            if fault is not None and ("locked" in fault or self.settings.db_url):
+                raise Transient(fault) from None  # (a PostgreSQL server not up yet, too)
+            raise StartupFailed(f"cannot open the database {self.settings.db_name}: "
                                 f"{fault or type(exc).__name__} (is it a triagebot database, "
                                 "and is there free disk space?)") from None
 
@@ -989,7 +989,8 @@ class TelegramBot:
                     if removed:
                         log.info("retention: deleted %d old conversations", removed)
                 folder = self.settings.backup_dir
-                if folder and time.monotonic() - last_backup >= self.settings.backup_hours * 3600:
+                if folder and self.settings.db_url is None and \
+                        time.monotonic() - last_backup >= self.settings.backup_hours * 3600:
                     last_backup = time.monotonic()
                     made = await asyncio.to_thread(maintenance.scheduled, self.settings.db,
                                                    folder, self.settings.backup_keep)

@@ -1,0 +1,205 @@
+"""The store interface, run against both stores: SQLite, and PostgreSQL (a real server:
+`.ci/run` starts a throwaway cluster and sets TRIAGEBOT_TEST_POSTGRES to its URL).
+
+For PostgreSQL, two store objects on one database stand for two bot workers: the
+same update given to both is handled once, and one person's updates never lose
+each other's writes, however they race."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from dataclasses import replace
+
+import pytest
+import pytest_asyncio
+
+from bot.session import LogEntry
+from bot.store import Key
+from bot.store.sqlite import SqliteStore
+
+ADMIN = os.environ.get("TRIAGEBOT_TEST_POSTGRES", "")
+PERSON = Key(7, 7)
+
+
+@pytest_asyncio.fixture
+async def database(request, tmp_path):
+    """A new, empty database of the kind asked: (make a store on it, its name)."""
+    if request.param == "sqlite":
+        path = tmp_path / "bot.sqlite3"
+        yield (lambda: SqliteStore(path)), "sqlite"
+        return
+    if not ADMIN:
+        if os.environ.get("CI"):
+            pytest.fail("TRIAGEBOT_TEST_POSTGRES is not set: .ci/run starts PostgreSQL")
+        pytest.skip("no PostgreSQL (set TRIAGEBOT_TEST_POSTGRES=postgresql://...)")
+    import asyncpg
+
+    from bot.store.postgres import PostgresStore
+
+    name = "t_" + uuid.uuid4().hex[:12]
+    admin = await asyncpg.connect(ADMIN)
+    await admin.execute(f"CREATE DATABASE {name}")
+    dsn = ADMIN.rsplit("/", 1)[0] + "/" + name
+    try:
+        yield (lambda: PostgresStore(dsn)), "postgres"
+    finally:
+        await admin.execute(f"DROP DATABASE {name} WITH (FORCE)")
+        await admin.close()
+
+
+both = pytest.mark.parametrize("database", ["sqlite", "postgres"], indirect=True)
+
+
+async def opened(make):
+    store = make()
+    await store.open()
+    return store
+
+
+@both
+async def test_an_update_is_saved_once_and_a_redelivery_changes_nothing(database):
+    make, _ = database
+    store = await opened(make)
+    try:
+        async with store.update(1, PERSON) as tx:
+            assert not tx.duplicate and tx.conversation.interview == 0
+            tx.save(replace(tx.conversation, interview=1, extra={"lang": "es"}),
+                    (LogEntry("answer", "age", "age_years", 45.0),),
+                    [("sendMessage", {"chat_id": 7, "text": "¿Edad?"})],
+                    [("event", {"kind": "started", "flow": "back_pain_fever"})])
+        async with store.update(1, PERSON) as tx:  # the same update again
+            tx.save(replace(tx.conversation, interview=99), (), [("sendMessage", {})])
+        assert tx.duplicate
+        async with store.update(2, PERSON) as tx:
+            assert tx.conversation.interview == 1 and tx.conversation.extra == {"lang": "es"}
+        pending = await store.pending(PERSON)
+        assert [(o.method, o.params["text"]) for o in pending] == [("sendMessage", "¿Edad?")]
+        await store.sent(PERSON, (pending[0].id,), question=(1, 555))
+        assert await store.pending(PERSON) == [] and await store.pending() == []
+        async with store.update(3, PERSON) as tx:
+            assert tx.conversation.question_message == 555
+        stats = await store.stats(1)
+        assert stats["started"] == 1 and stats["flows"] == {"back_pain_fever": {"started": 1}}
+    finally:
+        await store.close()
+
+
+@both
+async def test_forget_erases_the_person_and_queues_only_the_confirmation(database):
+    make, _ = database
+    store = await opened(make)
+    try:
+        async with store.update(1, PERSON) as tx:
+            tx.save(replace(tx.conversation, interview=1), (LogEntry("answer", "a", "fever",
+                                                                     True),),
+                    [("sendMessage", {"chat_id": 7, "text": "q"})],
+                    [("schedule", {"kind": "checkin", "due_at": 10.0, "interview": 1})])
+        assert [s.kind for s in await store.scheduled(PERSON)] == ["checkin"]
+        assert [s.key for s in await store.due(11.0)] == [PERSON]
+        await store.forget(7, {"calls": [("sendMessage", {"chat_id": 7, "text": "gone"})]})
+        assert [o.params["text"] for o in await store.pending(PERSON)] == ["gone"]
+        assert await store.scheduled(PERSON) == [] and await store.due(11.0) == []
+        async with store.update(2, PERSON) as tx:
+            assert tx.conversation.session is None and tx.conversation.interview == 0
+    finally:
+        await store.close()
+
+
+@both
+async def test_a_forged_huge_update_id_fails_alone(database):
+    make, _ = database
+    store = await opened(make)
+    try:
+        with pytest.raises((ValueError, OverflowError)):
+            async with store.update(2 ** 70, PERSON) as tx:
+                tx.save(tx.conversation, (), [])
+        async with store.update(5, PERSON) as tx:  # the store goes on
+            tx.save(replace(tx.conversation, interview=3), (), [])
+        async with store.update(6, PERSON) as tx:
+            assert tx.conversation.interview == 3
+        assert await store.take_alert(2 ** 70, 1, 1, "x") == ("refused", None)
+    finally:
+        await store.close()
+
+
+@pytest.mark.parametrize("database", ["postgres"], indirect=True)
+async def test_two_workers_handle_the_same_update_once_and_lose_no_write(database):
+    make, _ = database
+    one, two = await opened(make), await opened(make)
+    try:
+        async def handle(store, update_id: int) -> bool:
+            async with store.update(update_id, PERSON) as tx:
+                await asyncio.sleep(0.01)  # read, think, write: a race if not locked
+                tx.save(replace(tx.conversation, interview=tx.conversation.interview + 1), (),
+                        [("sendMessage", {"chat_id": 7, "text": str(update_id)})])
+            return tx.duplicate
+
+        # every update delivered to both workers at once
+        duplicates = await asyncio.gather(*(handle(store, n) for n in range(1, 21)
+                                            for store in (one, two)))
+        assert sum(duplicates) == 20, "each update handled by exactly one worker"
+        async with one.update(None, PERSON) as tx:
+            assert tx.conversation.interview == 20, "no read-modify-write lost"
+        texts = [o.params["text"] for o in await two.pending(PERSON)]
+        assert sorted(texts, key=int) == [str(n) for n in range(1, 21)] and len(texts) == 20
+    finally:
+        await one.close()
+        await two.close()
+
+
+@pytest.mark.parametrize("database", ["postgres"], indirect=True)
+async def test_im_on_it_has_exactly_one_winner_across_workers(database):
+    make, _ = database
+    stores = [await opened(make) for _ in range(3)]
+    try:
+        async with stores[0].update(1, PERSON) as tx:
+            tx.save(tx.conversation, (), [], [("alert", {
+                "staff_chat": -300, "level": "urgent", "text": "alert", "button": "I'm on it"})])
+        (alert,) = await stores[0].pending()
+        await stores[0].sent(alert.key, (alert.id,), alert=(alert.params["_alert"], 42))
+        results = await asyncio.gather(*(
+            store.take_alert(alert.params["_alert"], -300, 42, f"nurse {n}")
+            for n, store in enumerate(stores * 4)))
+        assert [r for r, _ in results].count("taken") == 1
+        winner = next(who for r, who in results if r == "taken")
+        assert all(r == ("already", winner) for r in results if r[0] != "taken")
+        assert await stores[1].take_alert(alert.params["_alert"], -301, 42, "x") == \
+            ("refused", None), "not from another chat"
+    finally:
+        for store in stores:
+            await store.close()
+
+
+@both
+async def test_the_real_bot_runs_interviews_on_either_store_across_a_restart(database, fake,
+                                                                            flow, tmp_path):
+    from .test_telegram import Harness, Person, emergency_by_buttons
+
+    make, _ = database
+
+    def harness() -> Harness:
+        h = Harness(fake, flow, tmp_path / "unused.sqlite3", "polling")
+        h.bot.store = make()
+        return h
+
+    async with harness():
+        await emergency_by_buttons(Person(fake, 1701))
+        p = Person(fake, 1702)
+        await p.start()
+        await p.say("33")
+    assert fake.bot_messages(1701)[-1].text.startswith("🔴 EMERGENCY")
+    async with harness():  # a new process on the same database: nothing lost
+        await p.press("Female, not pregnant")
+        assert "registered at birth" not in p.last(), "went on from the saved answer"
+        assert "back" in p.last().lower(), p.last()
+    assert fake.errors == []
+
+
+def test_a_postgresql_url_never_shows_its_password():
+    from bot.settings import from_env
+
+    settings = from_env({"TRIAGEBOT_DB": "postgresql://bot:s3cret@db.example.org:5433/triage"})
+    assert settings.db_url and settings.db_name == "postgresql://db.example.org:5433/triage"
+    assert "s3cret" not in repr(settings)
