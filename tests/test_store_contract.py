@@ -203,3 +203,59 @@ def test_a_postgresql_url_never_shows_its_password():
     settings = from_env({"TRIAGEBOT_DB": "postgresql://bot:s3cret@db.example.org:5433/triage"})
     assert settings.db_url and settings.db_name == "postgresql://db.example.org:5433/triage"
     assert "s3cret" not in repr(settings)
+
+
+@pytest.mark.parametrize("database", ["postgres"], indirect=True)
+async def test_one_worker_at_a_time_sends_a_persons_calls_and_another_takes_over(database):
+    make, _ = database
+    from bot.store.postgres import PostgresStore
+
+    one, two = await opened(make), await opened(make)
+    assert isinstance(one, PostgresStore)
+    one.lease = two.lease = 0.5
+    other = Key(8, 8)
+    try:
+        for n, key in enumerate((PERSON, PERSON, other)):
+            async with one.update(n + 1, key) as tx:
+                tx.save(tx.conversation, (), [("sendMessage", {"chat_id": key.chat_id,
+                                                               "text": str(n)})])
+        mine = await one.pending(PERSON)
+        assert [o.params["text"] for o in mine] == ["0", "1"]
+        assert await two.pending(PERSON) == [], "held by the first worker"
+        assert [o.key for o in await two.pending()] == [other], "the free person only"
+        async with two.update(9, PERSON) as tx:  # a new call while the first holds them
+            tx.save(tx.conversation, (), [("sendMessage", {"chat_id": 7, "text": "new"})])
+        assert [o.params["text"] for o in await one.pending(PERSON)] == ["0", "1", "new"]
+        await one.sent(PERSON, (mine[0].id,))
+        await asyncio.sleep(0.6)  # the first worker died: its lease runs out
+        assert [o.params["text"] for o in await two.pending(PERSON)] == ["1", "new"]
+        assert await one.pending(PERSON) == [], "and it is the second's now"
+        await two.close()  # a clean stop hands the claims back at once
+        assert [o.params["text"] for o in await one.pending(PERSON)] == ["1", "new"]
+    finally:
+        await one.close()
+        await two.close()
+
+
+@pytest.mark.parametrize("database", ["postgres"], indirect=True)
+async def test_a_due_check_in_is_claimed_by_one_worker_and_retaken_if_it_dies(database):
+    make, _ = database
+    stores = [await opened(make) for _ in range(3)]
+    for store in stores:
+        store.lease = 0.5
+    try:
+        for n in range(5):
+            key = Key(100 + n, 100 + n)
+            async with stores[0].update(n + 1, key) as tx:
+                tx.save(tx.conversation, (), [], [("schedule", {
+                    "kind": "checkin", "due_at": 10.0 + n, "interview": 1})])
+        taken = await asyncio.gather(*(s.due(100.0) for s in stores))  # at once
+        ids = [item.id for batch in taken for item in batch]
+        assert sorted(ids) == sorted(set(ids)) and len(ids) == 5, "each by one worker"
+        for store, batch in zip(stores, taken, strict=True):  # (its own, again: a retry)
+            assert {i.id for i in await store.due(100.0)} == {i.id for i in batch}
+        await asyncio.sleep(0.6)  # nobody finished them: the leases run out
+        assert len(await stores[2].due(100.0)) == 5
+    finally:
+        for store in stores:
+            await store.close()

@@ -6,8 +6,10 @@ Nothing relies on this process's memory, so any number of workers may run it:
   the commit;
 - a redelivered update id is refused by the primary key of `processed_updates`,
   inserted first inside the update's own transaction (`ON CONFLICT DO NOTHING`);
-- (to come: outbox calls, due check-ins and alert retries claimed with
-  `FOR UPDATE SKIP LOCKED`, so two workers never take the same row;)
+- a person's outbox calls are claimed by one worker at a time, for a lease renewed
+  each time it reads them (`pending`): it sends them in order, and another worker
+  takes over only once the lease ran out (the first one died); due check-ins are
+  claimed the same way (`FOR UPDATE SKIP LOCKED`), so N workers send each once;
 - "I'm on it" is one conditional UPDATE: exactly one press wins.
 
 Every transaction is rolled back on any error (asyncpg's transaction block), and a
@@ -19,7 +21,10 @@ of psycopg 3 in bench/pg_driver.py (p99 21 ms against 34 ms, 16 tasks).
 from __future__ import annotations
 
 import contextlib
+import os
+import socket
 import time
+import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -31,6 +36,7 @@ from bot.store import Conversation, Key, Outgoing, Scheduled, codec
 from bot.store.migrations import PERSONAL_TABLES
 
 PROCESSED_KEEP_SECONDS = 2 * 24 * 3600
+LEASE_SECONDS = 120.0  # a worker's claim on a person's calls, renewed while it sends them
 PG_INT = range(-(2 ** 63), 2 ** 63)  # BIGINT; larger ids are forged
 
 MIGRATIONS: list[str] = [
@@ -131,6 +137,12 @@ MIGRATIONS: list[str] = [
         at DOUBLE PRECISION NOT NULL
     );
     """,
+    # 2: which worker is sending a person's calls, or running a check-in, until when
+    """
+    ALTER TABLE outbox ADD COLUMN claimed_by TEXT, ADD COLUMN claimed_until DOUBLE PRECISION;
+    ALTER TABLE schedule ADD COLUMN claimed_by TEXT,
+        ADD COLUMN claimed_until DOUBLE PRECISION;
+    """,
 ]
 
 
@@ -153,9 +165,12 @@ class PostgresTransaction:
 class PostgresStore:
     """Conversations, answer log, processed update ids and outbox in PostgreSQL."""
 
-    def __init__(self, dsn: str, pool_size: int = 10):
+    def __init__(self, dsn: str, pool_size: int = 10, lease: float = LEASE_SECONDS):
         self.dsn = dsn
         self.pool_size = pool_size
+        self.lease = lease
+        # this worker, in claims: host, process and a random part (pids repeat)
+        self.worker = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.pool: asyncpg.Pool | None = None
 
     def __repr__(self) -> str:  # the DSN may hold a password: never in a log
@@ -169,7 +184,13 @@ class PostgresStore:
         await self.migrate()
 
     async def close(self) -> None:
+        """Hand this worker's claims back (another worker may send at once), and close."""
         if self.pool is not None:
+            with contextlib.suppress(Exception):  # (the server may be gone: leases expire)
+                async with self._tx() as db:
+                    for table in ("outbox", "schedule"):
+                        await db.execute(f"UPDATE {table} SET claimed_by = NULL, claimed_until ="
+                                         " NULL WHERE claimed_by = $1", self.worker)
             await self.pool.close()
             self.pool = None
 
@@ -322,15 +343,33 @@ class PostgresStore:
     # ------------------------------------------------------------ the outbox
 
     async def pending(self, key: Key | None = None) -> list[Outgoing]:
-        """Calls committed but not yet made, oldest first (one person's, or all)."""
+        """Calls committed but not yet made that this worker may make, oldest first:
+        one person's (all of them, claimed for this worker, the lease renewed), or
+        every person's whose calls no other live worker holds. A person's calls held
+        by another worker are not returned: that worker sends them, in order."""
         assert self.pool is not None
-        if key is None:
-            rows = await self.pool.fetch(
-                "SELECT id, chat_id, user_id, method, params FROM outbox ORDER BY id")
-        else:
-            rows = await self.pool.fetch(
-                "SELECT id, chat_id, user_id, method, params FROM outbox WHERE user_id = $1"
-                " ORDER BY id", key.user_id)
+        if key is not None:
+            return await self._claim(key.user_id)
+        users = [r[0] for r in await self.pool.fetch(
+            "SELECT user_id FROM outbox GROUP BY user_id HAVING bool_and(claimed_by IS NULL OR"
+            " claimed_by = $1 OR claimed_until < $2) ORDER BY min(id)", self.worker, time.time())]
+        claimed = [out for user in users for out in await self._claim(user)]
+        return sorted(claimed, key=lambda out: out.id)
+
+    async def _claim(self, user_id: int) -> list[Outgoing]:
+        async with self._tx() as db:
+            now = time.time()
+            if not await db.fetchval("SELECT pg_try_advisory_xact_lock(hashtextextended($1, 0))",
+                                     f"outbox:{user_id}"):
+                return []  # another worker is claiming them this very moment
+            rows = await db.fetch(
+                "SELECT id, chat_id, user_id, method, params, claimed_by, claimed_until FROM"
+                " outbox WHERE user_id = $1 ORDER BY id", user_id)
+            if any(r[5] not in (None, self.worker) and r[6] >= now for r in rows):
+                return []  # held by a live worker
+            if rows:
+                await db.execute("UPDATE outbox SET claimed_by = $1, claimed_until = $2 WHERE"
+                                 " user_id = $3", self.worker, now + self.lease, user_id)
         return [Outgoing(r[0], Key(r[1], r[2]), r[3], orjson.loads(r[4])) for r in rows]
 
     async def sent(self, key: Key, ids: tuple[int, ...], question: tuple[int, int] | None = None,
@@ -359,10 +398,16 @@ class PostgresStore:
     # ------------------------------------------------------------ schedule, people
 
     async def due(self, now: float, limit: int = 100) -> list[Scheduled]:
-        assert self.pool is not None
-        rows = await self.pool.fetch(
-            "SELECT id, chat_id, user_id, kind, due_at, interview FROM schedule WHERE"
-            " status = 'pending' AND due_at <= $1 ORDER BY due_at LIMIT $2", now, limit)
+        """Check-ins and reminders whose time has come, claimed for this worker (no
+        other gets them until the lease runs out, e.g. this one died): each is run once."""
+        async with self._tx() as db:
+            rows = await db.fetch(
+                "UPDATE schedule SET claimed_by = $1, claimed_until = $2 WHERE id IN (SELECT id"
+                " FROM schedule WHERE status = 'pending' AND due_at <= $3 AND (claimed_until IS"
+                " NULL OR claimed_until < $4 OR claimed_by = $1) ORDER BY due_at LIMIT $5 FOR"
+                " UPDATE SKIP LOCKED) RETURNING id, chat_id, user_id, kind, due_at, interview",
+                self.worker, time.time() + self.lease, now, time.time(), limit)
+        rows = sorted(rows, key=lambda r: (r[4], r[0]))
         return [Scheduled(r[0], Key(r[1], r[2]), r[3], r[4], r[5]) for r in rows]
 
     async def scheduled(self, key: Key) -> list[Scheduled]:
