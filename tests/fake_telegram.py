@@ -193,6 +193,9 @@ class FakeTelegram:
         self._query_chats: dict[str, int] = {}  # callback query id -> its chat
         self._deliverable = asyncio.Event()  # something may now go to the webhook
         self._posting: set[asyncio.Task] = set()  # webhook deliveries in flight
+        # several workers behind one URL: every update posted to all of these at once
+        # (as a load balancer's retry can), instead of the webhook's own URL
+        self.fanout: list[str] = []
         self._closing = False
 
     # ------------------------------------------------------------ server
@@ -592,19 +595,27 @@ class FakeTelegram:
                 else {}
             uid = update["update_id"]
             self.attempts[uid] = self.attempts.get(uid, 0) + 1
-            try:
-                async with self._session.post(hook["url"], json=update, headers=headers,
-                                              timeout=aiohttp.ClientTimeout(total=30)) as r:
-                    if 200 <= r.status < 300:
-                        self.delivered[uid] = self.delivered.get(uid, 0) + 1
-                        await self._webhook_reply(r)
-                        return
-            except (TimeoutError, aiohttp.ClientError):
-                pass
+            urls = self.fanout or [hook["url"]]
+            if any(await asyncio.gather(*(self._post_once(url, update, headers)
+                                          for url in urls))):
+                return
             await asyncio.sleep(delay)
             delay = min(delay * 2, 1.0)
         self.updates.insert(0, update)  # webhook removed: back to getUpdates
 
+    async def _post_once(self, url: str, update: dict[str, Any], headers: dict) -> bool:
+        assert self._session is not None
+        uid = update["update_id"]
+        try:
+            async with self._session.post(url, json=update, headers=headers,
+                                          timeout=aiohttp.ClientTimeout(total=30)) as r:
+                if 200 <= r.status < 300:
+                    self.delivered[uid] = self.delivered.get(uid, 0) + 1
+                    await self._webhook_reply(r)
+                    return True
+        except (TimeoutError, aiohttp.ClientError):
+            pass
+        return False
 
     async def _webhook_reply(self, response: aiohttp.ClientResponse) -> None:
         """Like Telegram, make the one Bot API call a webhook may answer with.

@@ -8,6 +8,7 @@ each other's writes, however they race."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import uuid
 from dataclasses import replace
@@ -23,6 +24,30 @@ ADMIN = os.environ.get("TRIAGEBOT_TEST_POSTGRES", "")
 PERSON = Key(7, 7)
 
 
+@contextlib.asynccontextmanager
+async def new_database():
+    """A new, empty PostgreSQL database on the test server (its URL), dropped after."""
+    if not ADMIN:
+        pytest.skip("no PostgreSQL (set TRIAGEBOT_TEST_POSTGRES=postgresql://...; .ci/run "
+                    "starts one)")
+    import asyncpg
+
+    name = "t_" + uuid.uuid4().hex[:12]
+    admin = await asyncpg.connect(ADMIN)
+    await admin.execute(f"CREATE DATABASE {name}")
+    try:
+        yield ADMIN.rsplit("/", 1)[0] + "/" + name
+    finally:
+        await admin.execute(f"DROP DATABASE {name} WITH (FORCE)")
+        await admin.close()
+
+
+@pytest_asyncio.fixture
+async def pg_dsn():
+    async with new_database() as dsn:
+        yield dsn
+
+
 @pytest_asyncio.fixture
 async def database(request, tmp_path):
     """A new, empty database of the kind asked: (make a store on it, its name)."""
@@ -30,23 +55,10 @@ async def database(request, tmp_path):
         path = tmp_path / "bot.sqlite3"
         yield (lambda: SqliteStore(path)), "sqlite"
         return
-    if not ADMIN:
-        if os.environ.get("CI"):
-            pytest.fail("TRIAGEBOT_TEST_POSTGRES is not set: .ci/run starts PostgreSQL")
-        pytest.skip("no PostgreSQL (set TRIAGEBOT_TEST_POSTGRES=postgresql://...)")
-    import asyncpg
-
     from bot.store.postgres import PostgresStore
 
-    name = "t_" + uuid.uuid4().hex[:12]
-    admin = await asyncpg.connect(ADMIN)
-    await admin.execute(f"CREATE DATABASE {name}")
-    dsn = ADMIN.rsplit("/", 1)[0] + "/" + name
-    try:
+    async with new_database() as dsn:
         yield (lambda: PostgresStore(dsn)), "postgres"
-    finally:
-        await admin.execute(f"DROP DATABASE {name} WITH (FORCE)")
-        await admin.close()
 
 
 both = pytest.mark.parametrize("database", ["sqlite", "postgres"], indirect=True)

@@ -36,7 +36,9 @@ from bot.store import Conversation, Key, Outgoing, Scheduled, codec
 from bot.store.migrations import PERSONAL_TABLES
 
 PROCESSED_KEEP_SECONDS = 2 * 24 * 3600
-LEASE_SECONDS = 120.0  # a worker's claim on a person's calls, renewed while it sends them
+CHANNEL = "triagebot_outbox"  # NOTIFY: a person's calls are waiting
+LEASE_SECONDS = 30.0  # a worker's claim on a person's calls, renewed while it sends them
+# (how long a person's calls wait when their worker died; longer than any one API call)
 PG_INT = range(-(2 ** 63), 2 ** 63)  # BIGINT; larger ids are forged
 
 MIGRATIONS: list[str] = [
@@ -172,6 +174,7 @@ class PostgresStore:
         # this worker, in claims: host, process and a random part (pids repeat)
         self.worker = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.pool: asyncpg.Pool | None = None
+        self._listener: asyncpg.Connection | None = None
 
     def __repr__(self) -> str:  # the DSN may hold a password: never in a log
         return "PostgresStore()"
@@ -193,6 +196,10 @@ class PostgresStore:
                                          " NULL WHERE claimed_by = $1", self.worker)
             await self.pool.close()
             self.pool = None
+        if self._listener is not None:
+            with contextlib.suppress(Exception):
+                await self._listener.close()
+            self._listener = None
 
     @contextlib.asynccontextmanager
     async def _tx(self) -> AsyncIterator[asyncpg.Connection]:
@@ -277,6 +284,25 @@ class PostgresStore:
                 "INSERT INTO outbox (chat_id, user_id, method, params) VALUES ($1, $2, $3, $4)",
                 [(key.chat_id, key.user_id, method, _dumps(params))
                  for key, method, params in calls])
+            for user in {key.user_id for key, _, _ in calls}:
+                await self._notify(db, user)
+
+    async def _notify(self, db: asyncpg.Connection, user_id: int) -> None:
+        """Tell every worker, at the commit, that this person has calls to send."""
+        await db.execute("SELECT pg_notify($1, $2)", CHANNEL, str(user_id))
+
+    async def listen(self, woken) -> None:
+        """Call `woken(user_id)` whenever any worker commits calls for a person, or
+        records some as made while others wait: the worker holding them, or any
+        worker once they are free, then claims them (no polling, no lost wake-up)."""
+        assert self.pool is not None
+        self._listener = await asyncpg.connect(self.dsn)
+
+        def heard(_connection, _pid, _channel, payload: str) -> None:
+            with contextlib.suppress(ValueError):
+                woken(int(payload))
+
+        await self._listener.add_listener(CHANNEL, heard)
 
     async def _record(self, db: asyncpg.Connection, key: Key, kind: str,
                       data: dict[str, Any], now: float) -> None:
@@ -359,9 +385,10 @@ class PostgresStore:
     async def _claim(self, user_id: int) -> list[Outgoing]:
         async with self._tx() as db:
             now = time.time()
-            if not await db.fetchval("SELECT pg_try_advisory_xact_lock(hashtextextended($1, 0))",
-                                     f"outbox:{user_id}"):
-                return []  # another worker is claiming them this very moment
+            # one claim at a time per person (a short wait): two workers claiming at once
+            # must not both see the calls unclaimed, nor both give up
+            await db.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
+                             f"outbox:{user_id}")
             rows = await db.fetch(
                 "SELECT id, chat_id, user_id, method, params, claimed_by, claimed_until FROM"
                 " outbox WHERE user_id = $1 ORDER BY id", user_id)
@@ -381,6 +408,9 @@ class PostgresStore:
             now = time.time()
             if ids:
                 await db.execute("DELETE FROM outbox WHERE id = ANY($1::bigint[])", list(ids))
+                if await db.fetchval("SELECT EXISTS (SELECT 1 FROM outbox WHERE user_id = $1)",
+                                     key.user_id):
+                    await self._notify(db, key.user_id)  # (queued while these were held)
             if question is not None:
                 await db.execute(
                     "UPDATE conversations SET question_message = $1 WHERE chat_id = $2 AND"

@@ -315,9 +315,20 @@ class TelegramBot:
         await _retrying("open the database", self._open_store, give_up_after, self.stopping)
         await _retrying("reach Telegram", self._introduce, give_up_after, self.stopping)
         self.delivery.start()
+        listen = getattr(self.store, "listen", None)
+        if listen is not None:  # several workers on one database (PostgreSQL)
+            await listen(self._woken)
         await self.delivery.wake_all()  # calls committed before a crash or restart
         self.ready = True
         log.info("ready as @%s", self.username)
+
+    def _woken(self, user_id: int) -> None:
+        """Another worker (or this one) committed calls for this person: send them if
+        no other worker holds them (the store's claim decides)."""
+        task = asyncio.create_task(self.delivery.wake(Key(user_id, user_id)))
+        self._recording.add(task)
+        task.add_done_callback(self._recording.discard)
+        task.add_done_callback(_log_failure)
 
     async def _open_store(self) -> None:
         try:
@@ -598,7 +609,7 @@ class TelegramBot:
         if reply is None or reply:
             return
         pending = [out for out in await self.store.pending(key)
-                   if out.key == key and out.id not in self.delivery.in_flight]
+                   if out.key == key and not self.delivery.taken(out.id)]
         out = _for_webhook_reply(pending)
         if out is None:
             return
@@ -616,7 +627,7 @@ class TelegramBot:
         task = asyncio.create_task(self._record(out, question=question))
         self._recording.add(task)
         task.add_done_callback(self._recording.discard)
-        task.add_done_callback(lambda _: self.delivery.in_flight.discard(out.id))
+        task.add_done_callback(lambda _: self.delivery.made(out.id))
         task.add_done_callback(_log_failure)
 
     async def _deliver(self, out: Outgoing) -> Verdict:

@@ -144,6 +144,9 @@ class Delivery:
         self.limits = limits or Limits()
         self.clock = clock
         self.in_flight: set[int] = set()  # outbox ids being sent (or riding a webhook reply)
+        # ids made and recorded here lately: a read of the outbox begun before their
+        # record committed (PostgreSQL's reads wait) must not bring them back
+        self._made: dict[int, float] = {}
         self.stats = Stats()
         self._lanes: dict[Key, _Lane] = {}
         self._heap: list[tuple[float, int, Key, int]] = []
@@ -191,6 +194,15 @@ class Delivery:
         self._lanes.clear()
         self._heap.clear()
         self._idle.set()
+
+    def taken(self, out_id: int) -> bool:
+        """Being made, or made and recorded lately, by this process: not to send."""
+        return out_id in self.in_flight or out_id in self._made
+
+    def made(self, out_id: int) -> None:
+        """A call's record as made has committed (its sender takes it out of flight)."""
+        self.in_flight.discard(out_id)
+        self._made[out_id] = self.clock()
 
     async def _in_flight_done(self) -> None:
         while any(lane.state == "sending" for lane in self._lanes.values()):
@@ -242,12 +254,14 @@ class Delivery:
         pending = await self.outbox.pending()
         ids = {out.id for out in pending}  # calls dropped meanwhile (blocked, forgotten)
         self._seen = {i: t for i, t in self._seen.items() if i in ids}
+        recent = self.clock() - 60
+        self._made = {i: t for i, t in self._made.items() if t > recent}
         for key in dict.fromkeys(out.key for out in pending):
             await self._wake(key, retry)
 
     async def _calls(self, key: Key) -> list[Outgoing]:
         calls = [out for out in await self.outbox.pending(key)
-                 if out.key == key and out.id not in self.in_flight]
+                 if out.key == key and not self.taken(out.id)]
         now = self.clock()
         for out in calls:
             self._seen.setdefault(out.id, now)
@@ -340,6 +354,8 @@ class Delivery:
         finally:
             if not verdict.recording:
                 self.in_flight.discard(head.id)
+                if verdict.kind != "retry":
+                    self._made[head.id] = self.clock()
         if verdict.kind == "done":
             self._seen.pop(head.id, None)
             lane.failures = 0

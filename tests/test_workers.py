@@ -1,0 +1,111 @@
+"""Several `triagebot run` processes behind one webhook URL, sharing PostgreSQL: every
+update delivered to both at once is handled once, and a worker `kill -9`ed mid-interview
+loses no answer and sends nothing twice (the other carries on)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import sys
+from collections import Counter
+
+import aiohttp
+import asyncpg
+
+from .conftest import ROOT
+from .test_store_contract import pg_dsn  # noqa: F401 (a fixture)
+from .test_telegram import SECRET, Person
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+async def start_worker(fake, dsn: str, port: int) -> asyncio.subprocess.Process:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TRIAGEBOT_", "TELEGRAM_"))}
+    env.update({"TELEGRAM_BOT_TOKEN": fake.token, "TRIAGEBOT_API_URL": fake.base_url,
+                "TRIAGEBOT_DB": dsn, "TRIAGEBOT_MODE": "webhook",
+                "TRIAGEBOT_WEBHOOK_URL": "https://bot.example/hook/abc",
+                "TRIAGEBOT_WEBHOOK_SECRET": SECRET, "TRIAGEBOT_LISTEN": f"127.0.0.1:{port}"})
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bot", "run", cwd=ROOT, env=env,
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+    async with aiohttp.ClientSession() as http:
+        for _ in range(300):
+            try:
+                async with http.get(f"http://127.0.0.1:{port}/healthz") as r:
+                    if r.status == 200:
+                        return proc
+            except aiohttp.ClientError:
+                pass
+            if proc.returncode is not None:
+                raise AssertionError((await proc.stderr.read()).decode()[-2000:])
+            await asyncio.sleep(0.1)
+    raise AssertionError("the worker did not get ready")
+
+
+async def recorded(dsn: str) -> None:
+    """Wait until every call made so far is recorded as made (the outbox is empty)."""
+    db = await asyncpg.connect(dsn)
+    try:
+        for _ in range(100):
+            if not await db.fetchval("SELECT count(*) FROM outbox"):
+                return
+            await asyncio.sleep(0.05)
+    finally:
+        await db.close()
+    raise AssertionError("calls left in the outbox")
+
+
+async def test_two_workers_behind_one_url_handle_each_update_once_and_survive_kill_9(
+        fake, pg_dsn):  # noqa: F811
+    ports = [free_port(), free_port()]
+    workers = [await start_worker(fake, pg_dsn, port) for port in ports]
+    # Telegram calls one URL; here every update reaches both workers at once
+    fake.fanout = [f"http://127.0.0.1:{port}/hook/abc" for port in ports]
+    p = Person(fake, 1801)
+    try:
+        await p.start()
+        await p.say("45")
+        await p.press("Male")
+        assert "back pain?" in p.question().text
+        await recorded(pg_dsn)  # (a call made but not yet recorded would go again:
+        # after the dead worker's lease, from the other one; see the store tests)
+        workers[0].send_signal(signal.SIGKILL)  # one worker dies mid-interview
+        await workers[0].wait()
+        await p.press("Lower back")
+        await p.tick("in the chest")
+        assert p.last().startswith("🔴 EMERGENCY")
+    finally:
+        for proc in workers:
+            if proc.returncode is None:
+                proc.send_signal(signal.SIGTERM)
+                await asyncio.wait_for(proc.wait(), 30)
+    texts = Counter(m.text for m in fake.bot_messages(1801))
+    assert all(n == 1 for n in texts.values()), f"a message sent twice: {texts}"
+    # the one error allowed: both workers answer the same button press (the duplicate
+    # too, in case the first answer was lost), and Telegram takes only the first
+    assert {(m, text) for m, _, text in fake.errors} <= {(
+        "answerCallbackQuery", "Bad Request: query is too old and response timeout expired "
+        "or query ID is invalid")}, fake.errors
+    db = await asyncpg.connect(pg_dsn)
+    try:
+        rows = await db.fetch("SELECT finding, value FROM answer_log WHERE user_id = 1801 AND"
+                              " event = 'answer' ORDER BY id")
+        handled = await db.fetchval("SELECT count(*) FROM processed_updates")
+    finally:
+        await db.close()
+    findings = [r[0] for r in rows]
+    assert len(findings) == len(set(findings)), f"an answer recorded twice: {findings}"
+    answers = {r[0]: json.loads(r[1]) for r in rows}
+    assert answers["age_years"] == 45.0 and answers["sex"] == "male"
+    assert answers["back_pain_location"] == "lower" and answers["chest_pain"] is True
+    assert handled == len({u for u in fake.delivered}), "each update once"
+    assert max(fake.delivered.values()) == 2, "both workers were given the same updates"
+    log = (await workers[1].stderr.read()).decode()
+    assert "ready as @triage_test_bot" in log and "Lower back" not in log
