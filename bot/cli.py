@@ -297,6 +297,16 @@ def cmd_db(args: argparse.Namespace) -> int:
     from bot.store import maintenance
 
     settings = from_env()
+    if args.action == "copy":  # SQLITE_PATH postgresql://...
+        from bot.store.copy import copy
+
+        if not args.path or not (args.target or "").startswith(("postgresql://",
+                                                                 "postgres://")):
+            raise SettingsError("say what to copy where: triagebot db copy SQLITE_PATH "
+                                "postgresql://user@host:5432/db")
+        counts = asyncio.run(copy(Path(args.path), args.target))
+        print("copied and verified: " + ", ".join(f"{t} {n}" for t, n in counts.items()))
+        return 0
     if args.action == "migrate":
         async def migrate() -> int:
             store = open_store(settings)
@@ -518,9 +528,11 @@ def build_parser() -> argparse.ArgumentParser:
     webhook.add_argument("action", choices=("set", "info", "delete"))
     webhook.set_defaults(func=cmd_webhook)
 
-    db = sub.add_parser("db", help="backup PATH | migrate | check the SQLite database")
-    db.add_argument("action", choices=("backup", "migrate", "check"))
-    db.add_argument("path", nargs="?", help="where to write the backup")
+    db = sub.add_parser("db", help="backup PATH | migrate | check the database | "
+                                   "copy SQLITE_PATH POSTGRES_URL")
+    db.add_argument("action", choices=("backup", "migrate", "check", "copy"))
+    db.add_argument("path", nargs="?", help="where to write the backup; what to copy")
+    db.add_argument("target", nargs="?", help="copy: the empty PostgreSQL database's URL")
     db.set_defaults(func=cmd_db)
 
     invite = sub.add_parser("invite", help="post the private-check invitation in a group")

@@ -271,3 +271,52 @@ async def test_a_due_check_in_is_claimed_by_one_worker_and_retaken_if_it_dies(da
     finally:
         for store in stores:
             await store.close()
+
+
+async def test_db_copy_moves_a_sqlite_deployment_to_postgresql_verified(tmp_path, pg_dsn):
+    import subprocess
+    import sys
+
+    from bot.store.postgres import PostgresStore
+
+    from .conftest import ROOT
+
+    path = tmp_path / "bot.sqlite3"
+    sqlite = SqliteStore(path)
+    await sqlite.open()
+    async with sqlite.update(1, PERSON) as tx:
+        tx.save(replace(tx.conversation, interview=2, draft=("a",), extra={"lang": "ar"}),
+                (LogEntry("answer", "age", "age_years", 45.0),),
+                [("sendMessage", {"chat_id": 7, "text": "queued"})],
+                [("event", {"kind": "started", "flow": "back_pain_fever"}),
+                 ("schedule", {"kind": "checkin", "due_at": 5.0, "interview": 2}),
+                 ("alert", {"staff_chat": -300, "level": "urgent", "text": "t", "button": "b"})])
+    await sqlite.set_blocked(Key(9, 9))
+    await sqlite.group_seen(-100, "supergroup", "Clinic", "member")
+    await sqlite.close()
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "bot", "db", "copy", *args], cwd=ROOT,
+                              capture_output=True, text=True, timeout=60)
+
+    done = run(str(path), pg_dsn)
+    assert done.returncode == 0, done.stderr
+    assert "conversations 1" in done.stdout and "answer_log 1" in done.stdout
+    assert "outbox 2" in done.stdout, "the call and the staff alert"
+    pg = PostgresStore(pg_dsn)
+    await pg.open()
+    try:
+        async with pg.update(2, PERSON) as tx:  # the same conversation, read back
+            assert tx.conversation.interview == 2 and tx.conversation.draft == ("a",)
+            assert tx.conversation.extra == {"lang": "ar"}
+            tx.save(tx.conversation, (), [("sendMessage", {"chat_id": 7, "text": "new"})])
+        async with pg.update(1, PERSON) as tx:
+            pass
+        assert tx.duplicate, "update ids handled on SQLite stay handled"
+        texts = [o.params.get("text") for o in await pg.pending(PERSON)]
+        assert texts[0] == "queued" and texts[-1] == "new", "ids go on after the copied ones"
+        assert len(await pg.due(10.0)) == 1 and (await pg.stats(1))["started"] == 1
+    finally:
+        await pg.close()
+    again = run(str(path), pg_dsn)
+    assert again.returncode == 2 and "copy into an empty one" in again.stderr
