@@ -231,6 +231,7 @@ async def test_one_worker_at_a_time_sends_a_persons_calls_and_another_takes_over
             async with one.update(n + 1, key) as tx:
                 tx.save(tx.conversation, (), [("sendMessage", {"chat_id": key.chat_id,
                                                                "text": str(n)})])
+        assert len(await two.queued()) == 3, "counting (for /metrics) claims nothing"
         mine = await one.pending(PERSON)
         assert [o.params["text"] for o in mine] == ["0", "1"]
         assert await two.pending(PERSON) == [], "held by the first worker"

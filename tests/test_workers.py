@@ -81,6 +81,10 @@ async def test_two_workers_behind_one_url_handle_each_update_once_and_survive_ki
         await p.press("Lower back")
         await p.tick("in the chest")
         assert p.last().startswith("🔴 EMERGENCY")
+        async with aiohttp.ClientSession() as http, \
+                http.get(f"http://127.0.0.1:{ports[1]}/metrics") as r:  # its own metrics
+            metrics = await r.text()
+        assert f':{workers[1].pid}"}} 1.0' in metrics and "triagebot_updates_total" in metrics
     finally:
         for proc in workers:
             if proc.returncode is None:

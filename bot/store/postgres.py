@@ -399,6 +399,13 @@ class PostgresStore:
                                  " user_id = $3", self.worker, now + self.lease, user_id)
         return [Outgoing(r[0], Key(r[1], r[2]), r[3], orjson.loads(r[4])) for r in rows]
 
+    async def queued(self) -> list[Outgoing]:
+        """Every call waiting, whichever worker holds it (for /metrics: claims nothing)."""
+        assert self.pool is not None
+        rows = await self.pool.fetch(
+            "SELECT id, chat_id, user_id, method, params FROM outbox ORDER BY id")
+        return [Outgoing(r[0], Key(r[1], r[2]), r[3], orjson.loads(r[4])) for r in rows]
+
     async def sent(self, key: Key, ids: tuple[int, ...], question: tuple[int, int] | None = None,
                    alert: tuple[int, int] | None = None,
                    then: tuple[tuple[Key, str, dict[str, Any]], ...] = ()) -> None:

@@ -878,7 +878,9 @@ class TelegramBot:
                                 "on a listener other than loopback")
         if token and not _same(request.headers.get("Authorization"), f"Bearer {token}"):
             return web.Response(status=401, text="metrics need the bearer token")
-        queued = Counter(priority(out) for out in await self.store.pending())
+        # (queued: every call waiting, whichever worker holds it; pending would claim)
+        waiting = getattr(self.store, "queued", None) or self.store.pending
+        queued = Counter(priority(out) for out in await waiting())
         for p in Priority:
             self.metrics.outbox.labels(p.name.lower()).set(queued[p])
         db = self.settings.db

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import socket
+
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -19,9 +22,12 @@ disable_created_metrics()
 class Metrics:
     """One registry per bot (tests start several bots in one process)."""
 
-    def __init__(self) -> None:
+    def __init__(self, worker: str = "") -> None:
         self.registry = CollectorRegistry()
         r = self.registry
+        # which worker this is (several share a PostgreSQL database): host:pid
+        Gauge("triagebot_worker", "This worker; 1 while it runs", ["worker"],
+              registry=r).labels(worker or f"{socket.gethostname()}:{os.getpid()}").set(1)
         self.updates = Counter("triagebot_updates_total", "Updates handled, by kind",
                                ["kind"], registry=r)
         self.latency = Histogram("triagebot_update_seconds", "Time to handle one update "
