@@ -14,6 +14,7 @@ from collections import Counter
 
 import aiohttp
 import asyncpg
+import pytest
 
 from .conftest import ROOT
 from .test_store_contract import pg_dsn  # noqa: F401 (a fixture)
@@ -113,3 +114,83 @@ async def test_two_workers_behind_one_url_handle_each_update_once_and_survive_ki
     assert max(fake.delivered.values()) == 2, "both workers were given the same updates"
     log = (await workers[1].stderr.read()).decode()
     assert "ready as @triage_test_bot" in log and "Lower back" not in log
+
+
+def test_the_postgres_compose_file_and_its_caddyfile_hold_together(tmp_path):
+    import shutil
+    import subprocess
+
+    import yaml
+
+    compose = yaml.safe_load((ROOT / "deploy" / "compose.postgres.yaml").read_text())
+    services = compose["services"]
+    assert {"db", "bot1", "bot2", "caddy"} <= set(services)
+    for bot in ("bot1", "bot2"):
+        env = services[bot]["environment"]
+        assert env["TRIAGEBOT_DB"].startswith("postgresql://") and env["TRIAGEBOT_MODE"] == \
+            "webhook"
+        assert services[bot]["depends_on"]["db"]["condition"] == "service_healthy"
+    assert services["caddy"]["environment"]["TRIAGEBOT_UPSTREAMS"] == "bot1:8080 bot2:8080"
+    caddy = shutil.which("caddy")
+    if caddy is None:
+        pytest.skip("Debian's caddy package is not installed")
+    result = subprocess.run([caddy, "validate", "--config", str(ROOT / "deploy" /
+                                                               "Caddyfile.postgres"),
+                             "--adapter", "caddyfile"], capture_output=True, text=True,
+                            env={**os.environ, "TRIAGEBOT_DOMAIN": "bot.example.org",
+                                 "XDG_DATA_HOME": str(tmp_path), "HOME": str(tmp_path)},
+                            timeout=60)
+    assert result.returncode == 0, result.stderr[-2000:]
+
+
+async def test_caddy_spreads_updates_over_two_workers_and_skips_a_dead_one(
+        fake, pg_dsn, tmp_path):  # noqa: F811
+    import shutil
+    import ssl
+
+    caddy = shutil.which("caddy")
+    if caddy is None:
+        pytest.skip("Debian's caddy package is not installed")
+    port, ports = free_port(), [free_port(), free_port()]
+    config = tmp_path / "Caddyfile"
+    config.write_text("{\n\tadmin off\n\tauto_https disable_redirects\n\tskip_install_trust\n"
+                      "\tlocal_certs\n}\n" + (ROOT / "deploy" / "Caddyfile.postgres").read_text())
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TRIAGEBOT_", "TELEGRAM_"))}
+    env.update(TRIAGEBOT_DOMAIN=f"https://localhost:{port}", XDG_DATA_HOME=str(tmp_path),
+               XDG_CONFIG_HOME=str(tmp_path), HOME=str(tmp_path),
+               TRIAGEBOT_UPSTREAMS=" ".join(f"127.0.0.1:{p}" for p in ports))
+    proxy = await asyncio.create_subprocess_exec(
+        caddy, "run", "--config", str(config), "--adapter", "caddyfile", env=env,
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+    workers = []
+    try:
+        root = tmp_path / "caddy" / "pki" / "authorities" / "local" / "root.crt"
+        for _ in range(100):
+            if root.exists():
+                break
+            await asyncio.sleep(0.1)
+        fake.ssl = ssl.create_default_context(cafile=str(root))
+        await fake.stop()  # the fake's delivery client, now trusting the proxy's CA
+        await fake.start()
+        workers = [await start_worker(fake, pg_dsn, p) for p in ports]
+        fake.webhook["url"] = f"https://localhost:{port}/hook/abc"  # Telegram -> Caddy
+        p = Person(fake, 1901)
+        await p.start()
+        await p.say("45")
+        await recorded(pg_dsn)
+        workers[0].send_signal(signal.SIGKILL)
+        await workers[0].wait()
+        await p.press("Male")  # Caddy skips the dead worker
+        await p.press("Lower back")
+        await p.tick("in the chest")
+        assert p.last().startswith("🔴 EMERGENCY")
+        assert all(n == 1 for n in fake.delivered.values()), "each update answered once"
+        texts = Counter(m.text for m in fake.bot_messages(1901))
+        assert all(n == 1 for n in texts.values()), texts
+    finally:
+        for proc in workers:
+            if proc.returncode is None:
+                proc.send_signal(signal.SIGTERM)
+                await asyncio.wait_for(proc.wait(), 30)
+        proxy.send_signal(signal.SIGTERM)
+        await proxy.wait()
