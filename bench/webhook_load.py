@@ -148,18 +148,42 @@ async def echo_chat(p: Person, count: int) -> None:
         await p.say(f"message {i}", echo=True)
 
 
+async def fresh_database(admin: str, name: str) -> str:
+    """An empty PostgreSQL database for one run; its URL."""
+    import asyncpg
+
+    db = await asyncpg.connect(admin)
+    try:
+        await db.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        await db.execute(f"CREATE DATABASE {name}")
+    finally:
+        await db.close()
+    return admin.rsplit("/", 1)[0] + "/" + name
+
+
 async def run_target(name: str, people: int, per_person: int, rounds: int, tmp: Path,
-                     repeat: int = 0) -> dict:
+                     repeat: int = 0, postgres: str = "") -> dict:
+    if name.startswith("triagebot_pg"):  # triagebot_pg: one worker; triagebot_pg2: two
+        dsn = await fresh_database(postgres, f"bench_{name}_{repeat}")
+        workers = 2 if name.endswith("2") else 1
+        results = await run_target("triagebot", people, per_person, rounds, tmp, repeat,
+                                   postgres=dsn + f"#{workers}")
+        return results
+    workers = 1
+    if postgres and "#" in postgres:
+        postgres, count = postgres.rsplit("#", 1)
+        workers = int(count)
     fake = FakeTelegram()
     await fake.start()
     port = free_port()
+    ports = [port] + [free_port() for _ in range(workers - 1)]
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TRIAGEBOT_", "TELEGRAM_"))}
     env |= {"TELEGRAM_BOT_TOKEN": fake.token, "TOKEN": fake.token, "API_URL": fake.base_url,
             "TRIAGEBOT_API_URL": fake.base_url, "PORT": str(port), "SECRET": "s3cret",
             "TRIAGEBOT_MODE": "webhook", "TRIAGEBOT_WEBHOOK_SECRET": "s3cret",
             "TRIAGEBOT_WEBHOOK_URL": f"http://127.0.0.1:{port}/hook",
             "TRIAGEBOT_LISTEN": f"127.0.0.1:{port}",
-            "TRIAGEBOT_DB": str(tmp / f"{name}-{repeat}.db"),
+            "TRIAGEBOT_DB": postgres or str(tmp / f"{name}-{repeat}.db"),
             "TRIAGEBOT_SEND_RATE": "100000", "TRIAGEBOT_CHAT_BURST": "100000"}
     profile = ["-m", "pyinstrument", "--renderer", "text", "--outfile",
                str(PROFILE_DIR / f"{name}-{repeat}.txt")] if PROFILE_DIR else []
@@ -167,11 +191,16 @@ async def run_target(name: str, people: int, per_person: int, rounds: int, tmp: 
                "ptb_echo": [sys.executable, str(ROOT / "bench/baselines/ptb_echo.py")],
                "aiohttp_echo": [sys.executable, str(ROOT / "bench/baselines/aiohttp_echo.py")]}
     log = open(tmp / f"{name}-{repeat}.log", "wb")  # noqa: SIM115 - closed with the process
-    proc = await asyncio.create_subprocess_exec(
-        *command[name], cwd=ROOT, env=env, stdout=log, stderr=log)
+    procs = [await asyncio.create_subprocess_exec(
+        *command[name], cwd=ROOT, env=env | {"TRIAGEBOT_LISTEN": f"127.0.0.1:{p}",
+                                             "PORT": str(p)}, stdout=log, stderr=log)
+        for p in ports]
+    proc = procs[0]
     try:
         await fake.wait(lambda: fake.webhook is not None, timeout=60)
-        await asyncio.sleep(0.5)  # let it finish starting
+        await asyncio.sleep(0.5 + 1.5 * (workers - 1))  # let them finish starting
+        if workers > 1:  # a load balancer in front: updates in turn
+            fake.balance = [f"http://127.0.0.1:{p}/hook" for p in ports]
         latencies: list[float] = []
         crowd = [Person(fake, 50_000 + i, latencies) for i in range(people)]
         for p in crowd:
@@ -180,13 +209,13 @@ async def run_target(name: str, people: int, per_person: int, rounds: int, tmp: 
         # person) for up to ~120 ms in a run: not the bot's latency, so off while timing
         gc.collect()
         gc.disable()
-        cpu0, t0, own0 = cpu_seconds(proc.pid), time.perf_counter(), time.process_time()
+        cpu0, t0, own0 = _cpu(procs), time.perf_counter(), time.process_time()
         main0 = sum(cpu_seconds(proc.pid, proc.pid))  # the event loop's thread
         if name == "triagebot":
             await asyncio.gather(*(interview(p, i, rounds) for i, p in enumerate(crowd)))
         else:
             await asyncio.gather(*(echo_chat(p, per_person) for p in crowd))
-        wall, (user, system) = time.perf_counter() - t0, cpu_seconds(proc.pid)
+        wall, (user, system) = time.perf_counter() - t0, _cpu(procs)
         main = sum(cpu_seconds(proc.pid, proc.pid)) - main0
         user, system = user - cpu0[0], system - cpu0[1]
         own = time.process_time() - own0  # the fake server and the simulated people
@@ -200,7 +229,7 @@ async def run_target(name: str, people: int, per_person: int, rounds: int, tmp: 
                     Counter(method for method, _ in fake.calls).items()) if n >= updates / 10},
                 "bot_cpu_ms_per_update": round(1000 * (user + system) / updates, 2),
                 "of_which_system_ms": round(1000 * system / updates, 2),
-                "peak_rss_mb": round(peak_rss_mb(proc.pid), 1),
+                "peak_rss_mb": round(sum(peak_rss_mb(p.pid) for p in procs), 1),
                 # busy share of one core: which single thread limits the closed loop
                 "bot_main_thread_cpu_share": round(main / wall, 2),
                 "load_generator_cpu_share": round(own / wall, 2)}
@@ -210,9 +239,10 @@ async def run_target(name: str, people: int, per_person: int, rounds: int, tmp: 
         raise
     finally:
         gc.enable()
-        if proc.returncode is None:
-            proc.terminate()
-        await proc.wait()
+        for p in procs:
+            if p.returncode is None:
+                p.terminate()
+            await p.wait()
         log.close()
         await fake.stop()
 
@@ -224,6 +254,10 @@ async def main() -> None:
     parser.add_argument("--repeat", type=int, default=3, help="runs of every target, in turn")
     parser.add_argument("--targets", default="triagebot,ptb_echo,aiohttp_echo")
     parser.add_argument("--profile", help="folder for a pyinstrument profile of triagebot")
+    parser.add_argument("--postgres", default=os.environ.get("TRIAGEBOT_TEST_POSTGRES", ""),
+                        help="an admin URL of a PostgreSQL server, for the targets "
+                             "triagebot_pg (one worker) and triagebot_pg2 (two behind a "
+                             "round-robin balancer); each run gets a new database")
     args = parser.parse_args()
     global PROFILE_DIR
     PROFILE_DIR = Path(args.profile) if args.profile else None
@@ -236,7 +270,7 @@ async def main() -> None:
             run: dict[str, dict] = {}
             for name in args.targets.split(","):
                 run[name] = await run_target(name, args.people, per, args.rounds, Path(tmp),
-                                             repeat)
+                                             repeat, args.postgres)
                 if name == "triagebot":  # baselines get as many messages per person as
                     per = round(run[name]["updates"] / args.people)  # an interview has
             runs.append(run)
@@ -244,6 +278,11 @@ async def main() -> None:
            "results": {name: _median(r[name] for r in runs) for name in runs[0]}}
     figures = {"throughput": "updates_per_second", "p99": "p99_ms",
                "cpu": "bot_cpu_ms_per_update"}
+    for name in ("triagebot_pg", "triagebot_pg2"):  # PostgreSQL next to SQLite, same run
+        if {"triagebot", name} <= runs[0].keys():
+            for figure, metric in figures.items():
+                ratios = sorted(r[name][metric] / r["triagebot"][metric] for r in runs)
+                out[f"{name}_{figure}_vs_sqlite"] = round(statistics.median(ratios), 2)
     for name, key in (("ptb_echo", "ptb"), ("aiohttp_echo", "aiohttp")):
         if {"triagebot", name} <= runs[0].keys():
             for figure, metric in figures.items() if key == "ptb" else [
@@ -254,6 +293,12 @@ async def main() -> None:
     out["runs"] = [{name: [r["updates_per_second"], r["p99_ms"], r["bot_cpu_ms_per_update"]]
                     for name, r in run.items()} for run in runs]  # updates/s, p99, CPU ms
     print(json.dumps(out, indent=2))
+
+
+def _cpu(procs) -> tuple[float, float]:
+    """User and system CPU seconds of all these processes."""
+    times = [cpu_seconds(p.pid) for p in procs]
+    return sum(t[0] for t in times), sum(t[1] for t in times)
 
 
 def _median(results) -> dict:

@@ -196,6 +196,8 @@ class FakeTelegram:
         # several workers behind one URL: every update posted to all of these at once
         # (as a load balancer's retry can), instead of the webhook's own URL
         self.fanout: list[str] = []
+        # ...or spread over these, one update each in turn (a round-robin load balancer)
+        self.balance: list[str] = []
         self._closing = False
 
     # ------------------------------------------------------------ server
@@ -595,7 +597,8 @@ class FakeTelegram:
                 else {}
             uid = update["update_id"]
             self.attempts[uid] = self.attempts.get(uid, 0) + 1
-            urls = self.fanout or [hook["url"]]
+            urls = self.fanout or ([self.balance[uid % len(self.balance)]] if self.balance
+                                   else [hook["url"]])
             if any(await asyncio.gather(*(self._post_once(url, update, headers)
                                           for url in urls))):
                 return
