@@ -170,9 +170,11 @@ async def run_target(name: str, people: int, per_person: int, rounds: int, tmp: 
                                    postgres=dsn + f"#{workers}")
         return results
     workers = 1
-    if postgres and "#" in postgres:
+    if "#" in postgres:  # (a PostgreSQL target's own fresh database, and its workers)
         postgres, count = postgres.rsplit("#", 1)
         workers = int(count)
+    else:
+        postgres = ""  # the other targets keep to SQLite
     fake = FakeTelegram()
     await fake.start()
     port = free_port()
@@ -225,6 +227,8 @@ async def run_target(name: str, people: int, per_person: int, rounds: int, tmp: 
         return {"updates": updates, "updates_per_second": round(updates / wall, 1),
                 "p50_ms": round(1000 * q[49], 1), "p95_ms": round(1000 * q[94], 1),
                 "p99_ms": round(1000 * q[98], 1), "errors": len(fake.errors),
+                "error_kinds": dict(Counter(f"{m} {code}: {text[:50]}"
+                                            for m, code, text in fake.errors)),
                 "api_calls_per_update": {m: round(n / updates, 2) for m, n in sorted(
                     Counter(method for method, _ in fake.calls).items()) if n >= updates / 10},
                 "bot_cpu_ms_per_update": round(1000 * (user + system) / updates, 2),
