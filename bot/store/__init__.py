@@ -104,3 +104,27 @@ class Store(Protocol):
                          who: str) -> tuple[str, str | None]: ...
 
     async def purge(self, older_than_days: float) -> int: ...
+
+
+def stats_of(days: float, rows: list[tuple], alerts: tuple, titles: dict) -> dict[str, Any]:
+    """/stats from either store's rows: events (kind, source, level, count, flow), the
+    alerts' (created, sent, taken, failing, last error) and group titles."""
+    started = sum(n for kind, _, _, n, _ in rows if kind == "started")
+    levels: dict[str, int] = {}
+    sources: dict[str, int] = {}
+    flows: dict[str, dict[str, int]] = {}
+    for kind, source, level, n, flow in rows:
+        counts = flows.setdefault(flow or "-", {"started": 0})
+        if kind == "finished":
+            levels[level] = levels.get(level, 0) + n
+            counts[level] = counts.get(level, 0) + n
+        if kind == "started":
+            name = titles.get(source) or (str(source) if source else "direct")
+            sources[name] = sources.get(name, 0) + n
+            counts["started"] += n
+    flows = {f: c for f, c in flows.items() if len(c) > 1 or c["started"]}
+    total, sent, taken, failing, error = alerts or (0, 0, 0, 0, None)
+    return {"days": days, "started": started, "finished": sum(levels.values()),
+            "levels": levels, "sources": sources, "flows": flows,
+            "alerts": {"created": total or 0, "sent": sent or 0, "taken": taken or 0,
+                       "failing": failing or 0, "last_error": error}}

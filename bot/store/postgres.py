@@ -32,7 +32,7 @@ import asyncpg
 import orjson
 
 from bot.session import LogEntry
-from bot.store import Conversation, Key, Outgoing, Scheduled, codec
+from bot.store import Conversation, Key, Outgoing, Scheduled, codec, stats_of
 from bot.store.migrations import PERSONAL_TABLES
 
 PROCESSED_KEEP_SECONDS = 2 * 24 * 3600
@@ -565,7 +565,7 @@ class PostgresStore:
             " max(last_error) FILTER (WHERE sent_at IS NULL) FROM alerts WHERE created_at >= $1",
             since)
         titles = dict(await self.pool.fetch("SELECT chat_id, title FROM groups"))
-        return _stats(days, [tuple(r) for r in rows], tuple(alerts), titles)
+        return stats_of(days, [tuple(r) for r in rows], tuple(alerts), titles)
 
     async def export(self, since: float) -> list[tuple]:
         assert self.pool is not None
@@ -574,29 +574,6 @@ class PostgresStore:
             " rules, questions, flow FROM events WHERE kind = 'finished' AND at >= $1"
             " ORDER BY at", since)
         return [tuple(r) for r in rows]
-
-
-def _stats(days: float, rows: list[tuple], alerts: tuple, titles: dict) -> dict[str, Any]:
-    """The /stats counts from the rows of either store (the same shape as SqliteStore's)."""
-    started = sum(n for kind, _, _, n, _ in rows if kind == "started")
-    levels: dict[str, int] = {}
-    sources: dict[str, int] = {}
-    flows: dict[str, dict[str, int]] = {}
-    for kind, source, level, n, flow in rows:
-        counts = flows.setdefault(flow or "-", {"started": 0})
-        if kind == "finished":
-            levels[level] = levels.get(level, 0) + n
-            counts[level] = counts.get(level, 0) + n
-        if kind == "started":
-            name = titles.get(source) or (str(source) if source else "direct")
-            sources[name] = sources.get(name, 0) + n
-            counts["started"] += n
-    flows = {f: c for f, c in flows.items() if len(c) > 1 or c["started"]}
-    total, sent, taken, failing, error = alerts or (0, 0, 0, 0, None)
-    return {"days": days, "started": started, "finished": sum(levels.values()),
-            "levels": levels, "sources": sources, "flows": flows,
-            "alerts": {"created": total or 0, "sent": sent or 0, "taken": taken or 0,
-                       "failing": failing or 0, "last_error": error}}
 
 
 def store_fault(exc: BaseException) -> str | None:

@@ -34,7 +34,7 @@ import orjson
 
 from bot.errors import StoreInUse
 from bot.session import LogEntry
-from bot.store import Conversation, Key, Outgoing, Scheduled, codec
+from bot.store import Conversation, Key, Outgoing, Scheduled, codec, stats_of
 from bot.store.migrations import MIGRATIONS, PERSONAL_TABLES
 
 PROCESSED_KEEP_SECONDS = 2 * 24 * 3600  # Telegram gives up redelivering well before this
@@ -679,25 +679,7 @@ class SqliteStore:
                 alerts = await cur.fetchone()
             async with self.db.execute("SELECT chat_id, title FROM groups") as cur:
                 titles = dict(await cur.fetchall())
-        started = sum(n for kind, _, _, n, _ in rows if kind == "started")
-        levels: dict[str, int] = {}
-        sources: dict[str, int] = {}
-        flows: dict[str, dict[str, int]] = {}  # flow id -> started, and finished by level
-        for kind, source, level, n, flow in rows:
-            counts = flows.setdefault(flow or "-", {"started": 0})
-            if kind == "finished":
-                levels[level] = levels.get(level, 0) + n
-                counts[level] = counts.get(level, 0) + n
-            if kind == "started":
-                name = titles.get(source) or (str(source) if source else "direct")
-                sources[name] = sources.get(name, 0) + n
-                counts["started"] += n
-        flows = {f: c for f, c in flows.items() if len(c) > 1 or c["started"]}
-        total, sent, taken, failing, error = alerts or (0, 0, 0, 0, None)
-        return {"days": days, "started": started, "finished": sum(levels.values()),
-                "levels": levels, "sources": sources, "flows": flows,
-                "alerts": {"created": total or 0, "sent": sent or 0, "taken": taken or 0,
-                           "failing": failing or 0, "last_error": error}}
+        return stats_of(days, list(rows), tuple(alerts or (0, 0, 0, 0, None)), titles)
 
     async def export(self, since: float) -> list[tuple]:
         """Finished interviews since `since`: day, source group, level, rules, questions,
