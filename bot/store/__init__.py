@@ -13,6 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import orjson
+
 from bot.session import LogEntry, Session
 
 
@@ -54,6 +56,36 @@ class Scheduled:
     kind: str  # checkin | nudge
     due_at: float
     interview: int
+
+
+class Saving:
+    """A Transaction that keeps what `save` was given, for the store to write at the
+    end of the block (both stores use it)."""
+
+    def __init__(self, duplicate: bool, conversation: Conversation):
+        self.duplicate = duplicate
+        self.conversation = conversation
+        self.saved: tuple | None = None
+
+    def save(self, conversation: Conversation, log: tuple[LogEntry, ...],
+             calls: list[tuple[str, dict[str, Any]]],
+             records: list[tuple[str, dict[str, Any]]] | tuple = ()) -> None:
+        self.saved = (conversation, log, calls, list(records))
+
+
+def dumps(value: Any) -> str:
+    """JSON text as the stdlib would accept it back (orjson: a tenth of json.dumps' time)."""
+    return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
+
+
+def conversation_of(key: Key, row: tuple) -> Conversation:
+    """A conversation from its stored columns (session, interview, question_message,
+    draft, extra, blocked), as either store keeps them."""
+    from bot.store import codec
+
+    session, interview, question, draft, extra, blocked = row
+    return Conversation(key, codec.decode(session) if session else None, interview, question,
+                        tuple(orjson.loads(draft)), bool(blocked), orjson.loads(extra))
 
 
 class Transaction(Protocol):

@@ -31,8 +31,17 @@ from typing import Any
 import asyncpg
 import orjson
 
-from bot.session import LogEntry
-from bot.store import Conversation, Key, Outgoing, Scheduled, codec, stats_of
+from bot.store import (
+    Conversation,
+    Key,
+    Outgoing,
+    Saving,
+    Scheduled,
+    codec,
+    conversation_of,
+    stats_of,
+)
+from bot.store import dumps as _dumps
 from bot.store.migrations import PERSONAL_TABLES
 
 PROCESSED_KEEP_SECONDS = 2 * 24 * 3600
@@ -148,22 +157,6 @@ MIGRATIONS: list[str] = [
 ]
 
 
-def _dumps(value: Any) -> str:
-    return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
-
-
-class PostgresTransaction:
-    def __init__(self, duplicate: bool, conversation: Conversation):
-        self.duplicate = duplicate
-        self.conversation = conversation
-        self.saved: tuple | None = None
-
-    def save(self, conversation: Conversation, log: tuple[LogEntry, ...],
-             calls: list[tuple[str, dict[str, Any]]],
-             records: list[tuple[str, dict[str, Any]]] | tuple = ()) -> None:
-        self.saved = (conversation, log, calls, list(records))
-
-
 class PostgresStore:
     """Conversations, answer log, processed update ids and outbox in PostgreSQL."""
 
@@ -225,7 +218,7 @@ class PostgresStore:
 
     @contextlib.asynccontextmanager
     async def update(self, update_id: int | None,
-                     key: Key) -> AsyncIterator[PostgresTransaction]:
+                     key: Key) -> AsyncIterator[Saving]:
         """Read a conversation with its row locked and, if `save` was called, commit
         the new state with the update id. A worker that gets the same update (or the
         same person's next one) meanwhile waits on the row lock; a redelivered id is
@@ -248,7 +241,7 @@ class PostgresStore:
                 "SELECT session, interview, question_message, draft, extra, blocked FROM"
                 " conversations WHERE chat_id = $1 AND user_id = $2 FOR UPDATE",
                 key.chat_id, key.user_id)
-            tx = PostgresTransaction(duplicate, _conversation(key, row) if row else
+            tx = Saving(duplicate, conversation_of(key, tuple(row)) if row else
                                      Conversation(key))
             yield tx
             if tx.saved is not None and not duplicate:
@@ -585,9 +578,3 @@ def store_fault(exc: BaseException) -> str | None:
         return (type(exc).__name__ + (f": {exc.sqlstate}" if hasattr(exc, "sqlstate") else "")
                 )[:120]
     return None
-
-
-def _conversation(key: Key, row) -> Conversation:
-    session, interview, question, draft, extra, blocked = row
-    return Conversation(key, codec.decode(session) if session else None, interview, question,
-                        tuple(orjson.loads(draft)), bool(blocked), orjson.loads(extra))

@@ -33,8 +33,17 @@ import aiosqlite
 import orjson
 
 from bot.errors import StoreInUse
-from bot.session import LogEntry
-from bot.store import Conversation, Key, Outgoing, Scheduled, codec, stats_of
+from bot.store import (
+    Conversation,
+    Key,
+    Outgoing,
+    Saving,
+    Scheduled,
+    codec,
+    conversation_of,
+    dumps,
+    stats_of,
+)
 from bot.store.migrations import MIGRATIONS, PERSONAL_TABLES
 
 PROCESSED_KEEP_SECONDS = 2 * 24 * 3600  # Telegram gives up redelivering well before this
@@ -43,21 +52,8 @@ PROBE_WAIT_MS = 1000
 SQLITE_INT = range(-(2 ** 63), 2 ** 63)  # what SQLite can store; larger ids are forged
 
 
-def _dumps(value: Any) -> str:
-    """JSON text as the stdlib would accept it back (orjson: a tenth of json.dumps' time)."""
-    return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
-
-
-class SqliteTransaction:
-    def __init__(self, duplicate: bool, conversation: Conversation):
-        self.duplicate = duplicate
-        self.conversation = conversation
-        self.saved: tuple | None = None
-
-    def save(self, conversation: Conversation, log: tuple[LogEntry, ...],
-             calls: list[tuple[str, dict[str, Any]]],
-             records: list[tuple[str, dict[str, Any]]] | tuple = ()) -> None:
-        self.saved = (conversation, log, calls, list(records))
+_dumps = dumps
+SqliteTransaction = Saving
 
 
 @dataclass(frozen=True, slots=True)
@@ -728,7 +724,4 @@ def _connect_for_batches(path: Path, busy_ms: int) -> sqlite3.Connection:
     return db
 
 
-def _conversation(key: Key, row: Row) -> Conversation:
-    session, interview, question, draft, extra, blocked = row
-    return Conversation(key, codec.decode(session) if session else None, interview, question,
-                        tuple(orjson.loads(draft)), bool(blocked), orjson.loads(extra))
+_conversation = conversation_of
