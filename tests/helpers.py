@@ -1,6 +1,13 @@
-"""Small helpers for driving the engine in tests."""
+"""Small helpers for tests: driving the engine, reading the database the bot wrote."""
 
 from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import re
+import sqlite3
+from contextlib import closing
+from pathlib import Path
 
 from bot.engine import Engine
 from bot.session import Ask, Input, Outcome, Reply, Session, Step
@@ -24,3 +31,34 @@ def play(engine: Engine, *inputs: Input, start: Step | None = None) -> Step:
 
 def at(session: Session) -> tuple[str | None, int]:
     return session.node, session.item
+
+
+def store_on(db: Path | str):
+    """The store the bot would open on `db` (a SQLite path or a postgresql:// URL)."""
+    from bot.cli import open_store
+    from bot.settings import from_env
+
+    return open_store(from_env({"TELEGRAM_BOT_TOKEN": "1:x", "TRIAGEBOT_DB": str(db)}))
+
+
+def rows(db: Path | str, sql: str, *args) -> list[tuple]:
+    """Run one statement on the test's database, SQLite or PostgreSQL (`?` placeholders
+    in both), committed, and return its rows as tuples. For reading what the bot wrote;
+    it blocks the event loop for a moment, which a read never waits on."""
+    if isinstance(db, Path) or not db.startswith("postgresql://"):
+        with closing(sqlite3.connect(db)) as conn, conn:
+            return [tuple(r) for r in conn.execute(sql, args).fetchall()]
+    numbered = iter(range(1, sql.count("?") + 1))
+    pg_sql = re.sub(r"\?", lambda _: f"${next(numbered)}", sql)
+
+    async def run() -> list[tuple]:
+        import asyncpg
+
+        conn = await asyncpg.connect(db)
+        try:
+            return [tuple(r) for r in await conn.fetch(pg_sql, *args)]
+        finally:
+            await conn.close()
+
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:  # (its own event loop)
+        return pool.submit(asyncio.run, run()).result()

@@ -8,72 +8,31 @@ each other's writes, however they race."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
-import uuid
 from dataclasses import replace
 
 import pytest
-import pytest_asyncio
 
 from bot.session import LogEntry
 from bot.store import Key
 from bot.store.sqlite import SqliteStore
 
-ADMIN = os.environ.get("TRIAGEBOT_TEST_POSTGRES", "")
+from .helpers import store_on
+
 PERSON = Key(7, 7)
 
 
-@contextlib.asynccontextmanager
-async def new_database():
-    """A new, empty PostgreSQL database on the test server (its URL), dropped after."""
-    if not ADMIN:
-        pytest.skip("no PostgreSQL (set TRIAGEBOT_TEST_POSTGRES=postgresql://...; .ci/run "
-                    "starts one)")
-    import asyncpg
-
-    name = "t_" + uuid.uuid4().hex[:12]
-    admin = await asyncpg.connect(ADMIN)
-    await admin.execute(f"CREATE DATABASE {name}")
-    try:
-        yield ADMIN.rsplit("/", 1)[0] + "/" + name
-    finally:
-        await admin.execute(f"DROP DATABASE {name} WITH (FORCE)")
-        await admin.close()
+# (the `db` fixture runs a test on both stores; these need several workers on one database)
+only_postgres = pytest.mark.parametrize("db", ["postgres"], indirect=True)
 
 
-@pytest_asyncio.fixture
-async def pg_dsn():
-    async with new_database() as dsn:
-        yield dsn
-
-
-@pytest_asyncio.fixture
-async def database(request, tmp_path):
-    """A new, empty database of the kind asked: (make a store on it, its name)."""
-    if request.param == "sqlite":
-        path = tmp_path / "bot.sqlite3"
-        yield (lambda: SqliteStore(path)), "sqlite"
-        return
-    from bot.store.postgres import PostgresStore
-
-    async with new_database() as dsn:
-        yield (lambda: PostgresStore(dsn)), "postgres"
-
-
-both = pytest.mark.parametrize("database", ["sqlite", "postgres"], indirect=True)
-
-
-async def opened(make):
-    store = make()
+async def opened(db):
+    store = store_on(db)
     await store.open()
     return store
 
 
-@both
-async def test_an_update_is_saved_once_and_a_redelivery_changes_nothing(database):
-    make, _ = database
-    store = await opened(make)
+async def test_an_update_is_saved_once_and_a_redelivery_changes_nothing(db):
+    store = await opened(db)
     try:
         async with store.update(1, PERSON) as tx:
             assert not tx.duplicate and tx.conversation.interview == 0
@@ -98,10 +57,8 @@ async def test_an_update_is_saved_once_and_a_redelivery_changes_nothing(database
         await store.close()
 
 
-@both
-async def test_forget_erases_the_person_and_queues_only_the_confirmation(database):
-    make, _ = database
-    store = await opened(make)
+async def test_forget_erases_the_person_and_queues_only_the_confirmation(db):
+    store = await opened(db)
     try:
         async with store.update(1, PERSON) as tx:
             tx.save(replace(tx.conversation, interview=1), (LogEntry("answer", "a", "fever",
@@ -119,10 +76,8 @@ async def test_forget_erases_the_person_and_queues_only_the_confirmation(databas
         await store.close()
 
 
-@both
-async def test_a_forged_huge_update_id_fails_alone(database):
-    make, _ = database
-    store = await opened(make)
+async def test_a_forged_huge_update_id_fails_alone(db):
+    store = await opened(db)
     try:
         with pytest.raises((ValueError, OverflowError)):
             async with store.update(2 ** 70, PERSON) as tx:
@@ -136,10 +91,9 @@ async def test_a_forged_huge_update_id_fails_alone(database):
         await store.close()
 
 
-@pytest.mark.parametrize("database", ["postgres"], indirect=True)
-async def test_two_workers_handle_the_same_update_once_and_lose_no_write(database):
-    make, _ = database
-    one, two = await opened(make), await opened(make)
+@only_postgres
+async def test_two_workers_handle_the_same_update_once_and_lose_no_write(db):
+    one, two = await opened(db), await opened(db)
     try:
         async def handle(store, update_id: int) -> bool:
             async with store.update(update_id, PERSON) as tx:
@@ -161,10 +115,9 @@ async def test_two_workers_handle_the_same_update_once_and_lose_no_write(databas
         await two.close()
 
 
-@pytest.mark.parametrize("database", ["postgres"], indirect=True)
-async def test_im_on_it_has_exactly_one_winner_across_workers(database):
-    make, _ = database
-    stores = [await opened(make) for _ in range(3)]
+@only_postgres
+async def test_im_on_it_has_exactly_one_winner_across_workers(db):
+    stores = [await opened(db) for _ in range(3)]
     try:
         async with stores[0].update(1, PERSON) as tx:
             tx.save(tx.conversation, (), [], [("alert", {
@@ -184,25 +137,16 @@ async def test_im_on_it_has_exactly_one_winner_across_workers(database):
             await store.close()
 
 
-@both
-async def test_the_real_bot_runs_interviews_on_either_store_across_a_restart(database, fake,
-                                                                            flow, tmp_path):
+async def test_the_real_bot_runs_interviews_on_either_store_across_a_restart(db, fake, flow):
     from .test_telegram import Harness, Person, emergency_by_buttons
 
-    make, _ = database
-
-    def harness() -> Harness:
-        h = Harness(fake, flow, tmp_path / "unused.sqlite3", "polling")
-        h.bot.store = make()
-        return h
-
-    async with harness():
+    async with Harness(fake, flow, db, "polling"):
         await emergency_by_buttons(Person(fake, 1701))
         p = Person(fake, 1702)
         await p.start()
         await p.say("33")
     assert fake.bot_messages(1701)[-1].text.startswith("🔴 EMERGENCY")
-    async with harness():  # a new process on the same database: nothing lost
+    async with Harness(fake, flow, db, "polling"):  # a new process, the same data
         await p.press("Female, not pregnant")
         assert "registered at birth" not in p.last(), "went on from the saved answer"
         assert "back" in p.last().lower(), p.last()
@@ -217,12 +161,11 @@ def test_a_postgresql_url_never_shows_its_password():
     assert "s3cret" not in repr(settings)
 
 
-@pytest.mark.parametrize("database", ["postgres"], indirect=True)
-async def test_one_worker_at_a_time_sends_a_persons_calls_and_another_takes_over(database):
-    make, _ = database
+@only_postgres
+async def test_one_worker_at_a_time_sends_a_persons_calls_and_another_takes_over(db):
     from bot.store.postgres import PostgresStore
 
-    one, two = await opened(make), await opened(make)
+    one, two = await opened(db), await opened(db)
     assert isinstance(one, PostgresStore)
     one.lease = two.lease = 0.5
     other = Key(8, 8)
@@ -250,10 +193,9 @@ async def test_one_worker_at_a_time_sends_a_persons_calls_and_another_takes_over
         await two.close()
 
 
-@pytest.mark.parametrize("database", ["postgres"], indirect=True)
-async def test_a_due_check_in_is_claimed_by_one_worker_and_retaken_if_it_dies(database):
-    make, _ = database
-    stores = [await opened(make) for _ in range(3)]
+@only_postgres
+async def test_a_due_check_in_is_claimed_by_one_worker_and_retaken_if_it_dies(db):
+    stores = [await opened(db) for _ in range(3)]
     for store in stores:
         store.lease = 0.5
     try:

@@ -12,6 +12,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from bot.cli import open_store
 from bot.conversation import Conversations
 from bot.engine import Engine
 from bot.settings import from_env
@@ -28,14 +29,15 @@ SECRET = "s3cret-token_123"
 class Harness:
     """The bot running in this process, in polling or webhook mode."""
 
-    def __init__(self, fake: FakeTelegram, flow, db: Path, mode: str, port: int = 0):
-        self.fake, self.mode = fake, mode
+    def __init__(self, fake: FakeTelegram, flow, db: Path | str, mode: str, port: int = 0):
+        """`db`: a SQLite file, or a postgresql:// URL (the `db` fixture gives either)."""
+        self.fake, self.mode, self.db = fake, mode, db
         env = {"TELEGRAM_BOT_TOKEN": fake.token, "TRIAGEBOT_API_URL": fake.base_url,
                "TRIAGEBOT_DB": str(db), "TRIAGEBOT_MODE": mode,
                "TRIAGEBOT_WEBHOOK_URL": "https://bot.example/hook/abc",
                "TRIAGEBOT_WEBHOOK_SECRET": SECRET, "TRIAGEBOT_LISTEN": f"127.0.0.1:{port}"}
         self.settings = from_env(env)
-        self.store = SqliteStore(db)
+        self.store = open_store(self.settings)
         # one message a second per chat would make these tests slow: the pace is tested
         # on its own (and the fake enforces Telegram's only where a test asks)
         self.bot = TelegramBot(self.settings, Conversations(Engine(flow)), self.store,

@@ -17,7 +17,6 @@ import asyncpg
 import pytest
 
 from .conftest import ROOT
-from .test_store_contract import pg_dsn  # noqa: F401 (a fixture)
 from .test_telegram import SECRET, Person
 
 
@@ -64,7 +63,7 @@ async def recorded(dsn: str) -> None:
 
 
 async def test_two_workers_behind_one_url_handle_each_update_once_and_survive_kill_9(
-        fake, pg_dsn):  # noqa: F811
+        fake, pg_dsn):
     ports = [free_port(), free_port()]
     workers = [await start_worker(fake, pg_dsn, port) for port in ports]
     # Telegram calls one URL; here every update reaches both workers at once
@@ -144,7 +143,7 @@ def test_the_postgres_compose_file_and_its_caddyfile_hold_together(tmp_path):
 
 
 async def test_caddy_spreads_updates_over_two_workers_and_skips_a_dead_one(
-        fake, pg_dsn, tmp_path):  # noqa: F811
+        fake, pg_dsn, tmp_path):
     import shutil
     import ssl
 
