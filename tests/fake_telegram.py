@@ -158,6 +158,7 @@ class FakeTelegram:
     base_url: str = ""
     updates: list[dict[str, Any]] = field(default_factory=list)
     confirmed_offset: int = 0
+    on_confirm: Any = None  # called with the new offset as the bot confirms updates
     webhook: dict[str, Any] | None = None
     messages: dict[tuple[int, int], Message] = field(default_factory=dict)
     chats: dict[int, list[int]] = field(default_factory=dict)  # chat -> its message ids
@@ -349,6 +350,8 @@ class FakeTelegram:
                                 "active; use deleteWebhook to delete the webhook first")
         offset = p.get("offset")
         if offset:
+            if offset > self.confirmed_offset and self.on_confirm is not None:
+                self.on_confirm(offset)
             self.confirmed_offset = max(self.confirmed_offset, offset)
             self.updates = [u for u in self.updates if u["update_id"] >= offset]
         deadline = time.monotonic() + min(float(p.get("timeout", 0)), 50)

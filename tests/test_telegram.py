@@ -22,6 +22,7 @@ from bot.telegram.app import TelegramBot
 from bot.telegram.delivery import Limits
 
 from .fake_telegram import ApiError, FakeTelegram
+from .helpers import rows
 
 SECRET = "s3cret-token_123"
 
@@ -159,8 +160,8 @@ async def self_care_by_typing(p: Person) -> None:
 
 
 @pytest.mark.parametrize("mode", ["polling", "webhook"])
-async def test_a_red_flag_interview_by_buttons_ends_in_emergency(fake, flow, tmp_path, mode):
-    async with Harness(fake, flow, tmp_path / "bot.sqlite3", mode):
+async def test_a_red_flag_interview_by_buttons_ends_in_emergency(fake, flow, db, mode):
+    async with Harness(fake, flow, db, mode):
         p = Person(fake, 501)
         await emergency_by_buttons(p)
         assert p.last().startswith("🔴 EMERGENCY: CALL 112 NOW")
@@ -175,8 +176,8 @@ async def test_a_red_flag_interview_by_buttons_ends_in_emergency(fake, flow, tmp
 
 
 @pytest.mark.parametrize("mode", ["polling", "webhook"])
-async def test_a_self_care_interview_by_typing(fake, flow, tmp_path, mode):
-    async with Harness(fake, flow, tmp_path / "bot.sqlite3", mode):
+async def test_a_self_care_interview_by_typing(fake, flow, db, mode):
+    async with Harness(fake, flow, db, mode):
         p = Person(fake, 502)
         await self_care_by_typing(p)
         assert p.last().startswith("🟢 SELF-CARE")
@@ -189,8 +190,8 @@ async def test_a_self_care_interview_by_typing(fake, flow, tmp_path, mode):
         assert fake.errors == []
 
 
-async def test_commands_are_registered_and_unknown_ones_get_help(fake, flow, tmp_path):
-    async with Harness(fake, flow, tmp_path / "bot.sqlite3", "polling"):
+async def test_commands_are_registered_and_unknown_ones_get_help(fake, flow, db):
+    async with Harness(fake, flow, db, "polling"):
         assert {c["command"] for c in fake.commands} >= {"start", "restart", "back", "help",
                                                          "privacy", "forget"}
         p = Person(fake, 503)
@@ -200,8 +201,8 @@ async def test_commands_are_registered_and_unknown_ones_get_help(fake, flow, tmp
         assert "30 days" in p.last()
 
 
-async def test_stickers_long_text_and_edits_get_a_polite_answer(fake, flow, tmp_path):
-    async with Harness(fake, flow, tmp_path / "bot.sqlite3", "polling"):
+async def test_stickers_long_text_and_edits_get_a_polite_answer(fake, flow, db):
+    async with Harness(fake, flow, db, "polling"):
         p = Person(fake, 504)
         await p.start()
         before = p.seen()
@@ -222,8 +223,8 @@ async def test_stickers_long_text_and_edits_get_a_polite_answer(fake, flow, tmp_
         assert fake.errors == []
 
 
-async def test_a_stale_button_is_answered_and_never_recorded(fake, flow, tmp_path):
-    async with Harness(fake, flow, tmp_path / "bot.sqlite3", "polling"):
+async def test_a_stale_button_is_answered_and_never_recorded(fake, flow, db):
+    async with Harness(fake, flow, db, "polling"):
         p = Person(fake, 505)
         await p.start()
         await p.say("45")
@@ -238,8 +239,8 @@ async def test_a_stale_button_is_answered_and_never_recorded(fake, flow, tmp_pat
         assert all(fake.queries.values())
 
 
-async def test_two_fast_presses_on_one_keyboard_record_one_answer(fake, flow, tmp_path):
-    async with Harness(fake, flow, tmp_path / "bot.sqlite3", "polling") as h:
+async def test_two_fast_presses_on_one_keyboard_record_one_answer(fake, flow, db):
+    async with Harness(fake, flow, db, "polling") as h:
         p = Person(fake, 506)
         await p.start()
         await p.say("45")
@@ -255,8 +256,8 @@ async def test_two_fast_presses_on_one_keyboard_record_one_answer(fake, flow, tm
         assert [a.value for a in answers] == ["male"]
 
 
-async def test_back_and_restart_buttons(fake, flow, tmp_path):
-    async with Harness(fake, flow, tmp_path / "bot.sqlite3", "polling"):
+async def test_back_and_restart_buttons(fake, flow, db):
+    async with Harness(fake, flow, db, "polling"):
         p = Person(fake, 507)
         await p.start()
         await p.say("45")
@@ -267,22 +268,20 @@ async def test_back_and_restart_buttons(fake, flow, tmp_path):
         assert "How old" in p.last()
 
 
-async def test_a_blocked_person_is_marked_and_not_sent_to(fake, flow, tmp_path):
-    async with Harness(fake, flow, tmp_path / "bot.sqlite3", "polling") as h:
+async def test_a_blocked_person_is_marked_and_not_sent_to(fake, flow, db):
+    async with Harness(fake, flow, db, "polling") as h:
         p = Person(fake, 508)
         await p.start()
         fake.blocked.add(508)
         fake.type(508, "45")
         await fake.wait(lambda: any(code == 403 for _, code, _ in fake.errors))
         await asyncio.sleep(0.2)
-        db = sqlite3.connect(h.settings.db)
-        assert db.execute("SELECT blocked FROM conversations WHERE user_id = 508").fetchone() \
-            == (1,)
-        assert db.execute("SELECT count(*) FROM outbox").fetchone() == (0,)
+        assert rows(h.db, "SELECT blocked FROM conversations WHERE user_id = 508") == [(1,)]
+        assert rows(h.db, "SELECT count(*) FROM outbox") == [(0,)]
 
 
-async def test_429_and_network_errors_are_retried_so_no_reply_is_lost(fake, flow, tmp_path):
-    async with Harness(fake, flow, tmp_path / "bot.sqlite3", "polling"):
+async def test_429_and_network_errors_are_retried_so_no_reply_is_lost(fake, flow, db):
+    async with Harness(fake, flow, db, "polling"):
         fake.failures["sendMessage"] = [
             ApiError(429, "Too Many Requests: retry after 1", retry_after=1),
             ApiError(502, "Bad Gateway")]
@@ -292,8 +291,8 @@ async def test_429_and_network_errors_are_retried_so_no_reply_is_lost(fake, flow
         assert [code for _, code, _ in fake.errors] == [429, 502]
 
 
-async def test_forget_erases_every_row_about_the_person(fake, flow, tmp_path):
-    async with Harness(fake, flow, tmp_path / "bot.sqlite3", "polling") as h:
+async def test_forget_erases_every_row_about_the_person(fake, flow, db):
+    async with Harness(fake, flow, db, "polling") as h:
         other = Person(fake, 511)
         await other.start()
         p = Person(fake, 510)
@@ -303,15 +302,13 @@ async def test_forget_erases_every_row_about_the_person(fake, flow, tmp_path):
         await p.press("Yes, erase it", wait_new=False)
         await fake.wait(lambda: "erased everything" in p.last())
         assert "erased everything" in p.last()
-        db = sqlite3.connect(h.settings.db)
         # (the confirmation's own outbox rows go once it is sent: the same moment)
-        await fake.wait(lambda: db.execute("SELECT count(*) FROM outbox WHERE user_id = 510"
-                                           ).fetchone() == (0,), timeout=2)
+        await fake.wait(lambda: rows(h.db, "SELECT count(*) FROM outbox WHERE user_id = 510")
+                        == [(0,)], timeout=2)
         for table in ("conversations", "answer_log", "outbox"):
-            assert db.execute(f"SELECT count(*) FROM {table} WHERE user_id = 510").fetchone() \
-                == (0,), table
-        assert db.execute("SELECT count(*) FROM conversations WHERE user_id = 511").fetchone() \
-            == (1,)
+            assert rows(h.db, f"SELECT count(*) FROM {table} WHERE user_id = 510") == [(0,)], \
+                table
+        assert rows(h.db, "SELECT count(*) FROM conversations WHERE user_id = 511") == [(1,)]
 
 
 async def test_the_database_is_owner_only(fake, flow, tmp_path):
@@ -320,8 +317,8 @@ async def test_the_database_is_owner_only(fake, flow, tmp_path):
         assert mode & 0o077 == 0, oct(mode)
 
 
-async def test_fifty_people_at_once_all_finish_correctly(fake, flow, tmp_path):
-    async with Harness(fake, flow, tmp_path / "bot.sqlite3", "webhook") as h:
+async def test_fifty_people_at_once_all_finish_correctly(fake, flow, db):
+    async with Harness(fake, flow, db, "webhook") as h:
         people = [Person(fake, 1000 + i) for i in range(50)]
         scripts = [emergency_by_buttons if i % 2 else self_care_by_typing
                    for i in range(50)]
@@ -335,8 +332,8 @@ async def test_fifty_people_at_once_all_finish_correctly(fake, flow, tmp_path):
 # ---------------------------------------------------------------- webhook contract
 
 
-async def test_the_webhook_checks_the_secret_and_the_body(fake, flow, tmp_path):
-    async with Harness(fake, flow, tmp_path / "bot.sqlite3", "webhook") as h, \
+async def test_the_webhook_checks_the_secret_and_the_body(fake, flow, db):
+    async with Harness(fake, flow, db, "webhook") as h, \
             aiohttp.ClientSession() as http:
         assert fake.webhook["secret"] == SECRET
         assert set(fake.webhook["allowed"]) >= {"message", "callback_query"}
@@ -361,9 +358,8 @@ async def test_the_webhook_checks_the_secret_and_the_body(fake, flow, tmp_path):
             async with http.post(h.url + "/hook/abc", json=update, headers=good) as r:
                 assert r.status == 200
         assert len([m for m in fake.bot_messages(512) if "Before we start" in m.text]) == 1
-        db = sqlite3.connect(h.settings.db)
-        assert db.execute("SELECT count(*) FROM processed_updates WHERE update_id = 77"
-                          ).fetchone() == (1,)
+        assert rows(h.db, "SELECT count(*) FROM processed_updates WHERE update_id = 77") \
+            == [(1,)]
 
 
 def _key(user: int):
@@ -372,8 +368,8 @@ def _key(user: int):
     return Key(user, user)
 
 
-async def test_in_a_group_the_bot_never_starts_an_interview(fake, flow, tmp_path):
-    async with Harness(fake, flow, tmp_path / "bot.sqlite3", "polling"):
+async def test_in_a_group_the_bot_never_starts_an_interview(fake, flow, db):
+    async with Harness(fake, flow, db, "polling"):
         fake.chats.setdefault(-100, [])
         fake.raw({"message": {"message_id": 9, "date": 0, "text": "/start@triage_test_bot",
                               "chat": {"id": -100, "type": "group", "title": "Clinic"},
@@ -387,22 +383,19 @@ async def test_in_a_group_the_bot_never_starts_an_interview(fake, flow, tmp_path
         assert "private chat" in fake.bot_messages(-100)[0].text
 
 
-async def test_old_conversations_are_deleted_after_the_retention(fake, flow, tmp_path):
-    async with Harness(fake, flow, tmp_path / "bot.sqlite3", "polling") as h:
+async def test_old_conversations_are_deleted_after_the_retention(fake, flow, db):
+    async with Harness(fake, flow, db, "polling") as h:
         for user in (514, 515):
             await Person(fake, user).start()
-        db = sqlite3.connect(h.settings.db)
-        with db:
-            db.execute("UPDATE conversations SET updated_at = updated_at - 31 * 86400 "
-                       "WHERE user_id = 514")
-            for user in (514, 515):  # a pending check-in each
-                db.execute("INSERT INTO schedule (chat_id, user_id, kind, due_at, interview,"
-                           " created_at) VALUES (?, ?, 'checkin', 0, 1, 0)", (user, user))
+        rows(h.db, "UPDATE conversations SET updated_at = updated_at - 31 * 86400 "
+                   "WHERE user_id = 514")
+        for user in (514, 515):  # a pending check-in each
+            rows(h.db, "INSERT INTO schedule (chat_id, user_id, kind, due_at, interview,"
+                       " created_at) VALUES (?, ?, 'checkin', 0, 1, 0)", user, user)
         assert await h.store.purge(30) == 1
-        assert db.execute("SELECT user_id FROM conversations").fetchall() == [(515,)]
-        assert db.execute("SELECT count(*) FROM answer_log WHERE user_id = 514").fetchone() \
-            == (0,)
-        assert db.execute("SELECT user_id FROM schedule").fetchall() == [(515,)]
+        assert rows(h.db, "SELECT user_id FROM conversations") == [(515,)]
+        assert rows(h.db, "SELECT count(*) FROM answer_log WHERE user_id = 514") == [(0,)]
+        assert rows(h.db, "SELECT user_id FROM schedule") == [(515,)]
 
 
 async def test_the_schema_is_migrated_once_and_recorded(tmp_path):
@@ -417,21 +410,22 @@ async def test_the_schema_is_migrated_once_and_recorded(tmp_path):
     assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
 
 
-async def test_polling_confirms_an_update_only_after_it_is_handled(fake, flow, tmp_path):
-    async with Harness(fake, flow, tmp_path / "bot.sqlite3", "polling"):
+async def test_polling_confirms_an_update_only_after_it_is_handled(fake, flow, db):
+    async with Harness(fake, flow, db, "polling"):
         p = Person(fake, 516)
+        committed_when_confirmed = []  # read at the moment the offset passes the update
+        fake.on_confirm = lambda offset: committed_when_confirmed.append(rows(
+            db, "SELECT count(*) FROM processed_updates WHERE update_id = ?", uid) + rows(
+            db, "SELECT count(*) FROM conversations WHERE user_id = 516"))
         uid = fake.type(516, "/start")
         await fake.wait(lambda: p.settled(0))
         await fake.wait(lambda: fake.confirmed_offset > uid)
-        methods = [(m, params) for m, params in fake.calls]
-        first_reply = next(i for i, (m, _) in enumerate(methods) if m == "sendMessage")
-        confirm = next(i for i, (m, params) in enumerate(methods)
-                       if m == "getUpdates" and params.get("offset", 0) > uid)
-        assert first_reply < confirm, "the offset moved only after the state was committed"
+        assert committed_when_confirmed[0] == [(1,), (1,)], \
+            "the offset moved only after the update and its state were committed"
 
 
-async def test_telegram_redelivers_to_a_webhook_that_is_not_ready_yet(fake, flow, tmp_path):
-    async with Harness(fake, flow, tmp_path / "bot.sqlite3", "webhook") as h:
+async def test_telegram_redelivers_to_a_webhook_that_is_not_ready_yet(fake, flow, db):
+    async with Harness(fake, flow, db, "webhook") as h:
         h.bot.ready = False  # as during start-up: 503
         p = Person(fake, 517)
         uid = fake.type(517, "/start")
@@ -441,9 +435,9 @@ async def test_telegram_redelivers_to_a_webhook_that_is_not_ready_yet(fake, flow
         await fake.wait(lambda: p.settled(0) and fake.delivered.get(uid) == 1)
 
 
-async def test_replies_to_one_chat_are_paced(fake, flow, tmp_path):
+async def test_replies_to_one_chat_are_paced(fake, flow, db):
     """Telegram asks for about one message a second per chat; a short burst is fine."""
-    async with Harness(fake, flow, tmp_path / "bot.sqlite3", "polling") as h:
+    async with Harness(fake, flow, db, "polling") as h:
         h.bot.delivery.limits.chat_burst = 2  # (before the chat's first message)
         p = Person(fake, 518)
         started = asyncio.get_running_loop().time()
@@ -455,8 +449,8 @@ async def test_replies_to_one_chat_are_paced(fake, flow, tmp_path):
         assert elapsed >= 0.9, "the third message waited for the pace"
 
 
-async def test_a_button_without_our_data_gets_the_current_question(fake, flow, tmp_path):
-    async with Harness(fake, flow, tmp_path / "bot.sqlite3", "polling"):
+async def test_a_button_without_our_data_gets_the_current_question(fake, flow, db):
+    async with Harness(fake, flow, db, "polling"):
         p = Person(fake, 519)
         await p.start()
         before = p.seen()
@@ -465,8 +459,8 @@ async def test_a_button_without_our_data_gets_the_current_question(fake, flow, t
         assert "How old" in p.last() and all(fake.queries.values())
 
 
-async def test_blocking_the_bot_is_recorded_from_my_chat_member(fake, flow, tmp_path):
-    async with Harness(fake, flow, tmp_path / "bot.sqlite3", "polling") as h:
+async def test_blocking_the_bot_is_recorded_from_my_chat_member(fake, flow, db):
+    async with Harness(fake, flow, db, "polling") as h:
         await Person(fake, 520).start()
         uid = fake.raw({"my_chat_member": {
             "chat": {"id": 520, "type": "private", "first_name": "U"},
@@ -474,14 +468,12 @@ async def test_blocking_the_bot_is_recorded_from_my_chat_member(fake, flow, tmp_
             "old_chat_member": {"status": "member", "user": fake._user()},
             "new_chat_member": {"status": "kicked", "until_date": 0, "user": fake._user()}}})
         await fake.wait(lambda: fake.confirmed_offset > uid)
-        db = sqlite3.connect(h.settings.db)
-        assert db.execute("SELECT blocked FROM conversations WHERE user_id = 520").fetchone() \
-            == (1,)
+        assert rows(h.db, "SELECT blocked FROM conversations WHERE user_id = 520") == [(1,)]
 
 
-async def test_a_bad_webhook_body_is_logged_without_its_content(fake, flow, tmp_path, caplog):
+async def test_a_bad_webhook_body_is_logged_without_its_content(fake, flow, db, caplog):
     caplog.set_level("DEBUG")
-    async with Harness(fake, flow, tmp_path / "bot.sqlite3", "webhook") as h, \
+    async with Harness(fake, flow, db, "webhook") as h, \
             aiohttp.ClientSession() as http:
         body = b'{"update_id": "x", "message": {"text": "my saddle is numb"}}'
         async with http.post(h.url + "/hook/abc", data=body,
