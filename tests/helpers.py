@@ -33,6 +33,10 @@ def at(session: Session) -> tuple[str | None, int]:
     return session.node, session.item
 
 
+def on_postgres(db: Path | str) -> bool:
+    return isinstance(db, str) and db.startswith("postgresql://")
+
+
 def store_on(db: Path | str):
     """The store the bot would open on `db` (a SQLite path or a postgresql:// URL)."""
     from bot.cli import open_store
@@ -45,7 +49,7 @@ def rows(db: Path | str, sql: str, *args) -> list[tuple]:
     """Run one statement on the test's database, SQLite or PostgreSQL (`?` placeholders
     in both), committed, and return its rows as tuples. For reading what the bot wrote;
     it blocks the event loop for a moment, which a read never waits on."""
-    if isinstance(db, Path) or not db.startswith("postgresql://"):
+    if not on_postgres(db):
         with closing(sqlite3.connect(db)) as conn, conn:
             return [tuple(r) for r in conn.execute(sql, args).fetchall()]
     numbered = iter(range(1, sql.count("?") + 1))
@@ -62,3 +66,15 @@ def rows(db: Path | str, sql: str, *args) -> list[tuple]:
 
     with concurrent.futures.ThreadPoolExecutor(1) as pool:  # (its own event loop)
         return pool.submit(asyncio.run, run()).result()
+
+
+def everything(db: Path | str) -> str:
+    """Every row of every table, as text: to show something is nowhere in the database."""
+    if not on_postgres(db):
+        with closing(sqlite3.connect(db)) as conn:
+            return "\n".join(conn.iterdump())
+    tables = [name for name, in rows(db, "SELECT tablename FROM pg_tables "
+                                         "WHERE schemaname = 'public'")]
+    assert tables, "no tables: is this the bot's database?"
+    return "\n".join(f"{table}: {row[0]}" for table in tables
+                     for row in rows(db, f"SELECT t::text FROM {table} t"))

@@ -7,7 +7,6 @@ import asyncio
 import csv
 import io
 import re
-import sqlite3
 import subprocess
 import sys
 
@@ -17,6 +16,7 @@ from bot.engine import Engine
 
 from .conftest import ROOT
 from .fake_telegram import FakeTelegram
+from .helpers import everything, rows
 from .test_telegram import Harness, Person, emergency_by_buttons, self_care_by_typing
 
 GROUP, SUPERGROUP, CHANNEL, STAFF, OTHER_STAFF = -200, -1001234567890, -1009999, -300, -301
@@ -53,9 +53,9 @@ def invite_link(fake: FakeTelegram, chat: int) -> str:
 
 
 async def test_in_groups_the_bot_offers_a_private_check_and_never_asks_there(fake, flow,
-                                                                            tmp_path):
+                                                                            db):
     setup_chats(fake)
-    async with StaffHarness(fake, flow, tmp_path / "bot.sqlite3"):
+    async with StaffHarness(fake, flow, db):
         for chat, text in ((GROUP, "/start"), (SUPERGROUP, "/triage@triage_test_bot"),
                            (GROUP, "hey @triage_test_bot my back hurts")):
             before = len(fake.bot_messages(chat))
@@ -74,9 +74,9 @@ async def test_in_groups_the_bot_offers_a_private_check_and_never_asks_there(fak
 
 
 async def test_the_deep_link_records_the_source_and_a_forged_one_is_harmless(fake, flow,
-                                                                            tmp_path):
+                                                                            db):
     setup_chats(fake)
-    async with StaffHarness(fake, flow, tmp_path / "bot.sqlite3", admins=(999,)) as h:
+    async with StaffHarness(fake, flow, db, admins=(999,)) as h:
         payload = deeplink.make(SUPERGROUP, fake.token)
         p = Person(fake, 903)
         await p.say(f"/start {payload}")
@@ -92,9 +92,8 @@ async def test_the_deep_link_records_the_source_and_a_forged_one_is_harmless(fak
         stats = admin.last()
         assert "Clinic Community 1" in stats and "direct 1" in stats, stats
         assert "self_care 2" in stats
-        db = sqlite3.connect(h.settings.db)
-        assert db.execute("SELECT count(*) FROM events WHERE source = ?",
-                          (SUPERGROUP,)).fetchone() == (2,), "started + finished"
+        assert rows(h.db, "SELECT count(*) FROM events WHERE source = ?", SUPERGROUP) \
+            == [(2,)], "started + finished"
 
 
 async def self_care_rest(p: Person) -> None:
@@ -104,9 +103,9 @@ async def self_care_rest(p: Person) -> None:
     assert p.last().startswith("🟢")
 
 
-async def test_consent_is_asked_once_and_can_be_changed(fake, flow, tmp_path):
+async def test_consent_is_asked_once_and_can_be_changed(fake, flow, db):
     setup_chats(fake)
-    async with StaffHarness(fake, flow, tmp_path / "bot.sqlite3"):
+    async with StaffHarness(fake, flow, db):
         p = Person(fake, 905)
         await p.say("/start")
         consent = p.last()
@@ -123,9 +122,9 @@ async def test_consent_is_asked_once_and_can_be_changed(fake, flow, tmp_path):
         await p.fake.wait(lambda: "Saved: Yes, and show them my answers" in p.last())
 
 
-async def test_an_emergency_alerts_the_staff_who_can_take_it(fake, flow, tmp_path):
+async def test_an_emergency_alerts_the_staff_who_can_take_it(fake, flow, db):
     setup_chats(fake)
-    async with StaffHarness(fake, flow, tmp_path / "bot.sqlite3", mode="webhook") as h:
+    async with StaffHarness(fake, flow, db, mode="webhook") as h:
         p = Person(fake, 906)
         await emergency_by_buttons(p, consent="Yes, and show them my answers")
         await fake.wait(lambda: len(fake.bot_messages(STAFF)) == 1)
@@ -140,15 +139,14 @@ async def test_an_emergency_alerts_the_staff_who_can_take_it(fake, flow, tmp_pat
         await fake.wait(lambda: "@dr_ada is on it" in alert.buttons()[0][0])
         fake.press(702, alert.message_id, data, chat_id=STAFF, username="dr_bob")
         await fake.wait(lambda: all(fake.queries.values()))
-        db = sqlite3.connect(h.settings.db)
-        assert db.execute("SELECT taken_by FROM alerts").fetchall() == [("@dr_ada",)]
+        assert rows(h.db, "SELECT taken_by FROM alerts") == [("@dr_ada",)]
         assert fake.bot_messages(OTHER_STAFF) == [] and fake.errors == []
 
 
 async def test_without_consent_to_share_the_alert_has_no_answers_and_none_means_none(
-        fake, flow, tmp_path):
+        fake, flow, db):
     setup_chats(fake)
-    async with StaffHarness(fake, flow, tmp_path / "bot.sqlite3"):
+    async with StaffHarness(fake, flow, db):
         contact_only = Person(fake, 907)
         await emergency_by_buttons(contact_only, consent="Yes, contact me only")
         await fake.wait(lambda: len(fake.bot_messages(STAFF)) == 1)
@@ -167,9 +165,9 @@ async def test_without_consent_to_share_the_alert_has_no_answers_and_none_means_
         assert len(fake.bot_messages(STAFF)) == 1, "self-care alerts nobody"
 
 
-async def test_people_from_a_source_group_alert_its_own_staff(fake, flow, tmp_path):
+async def test_people_from_a_source_group_alert_its_own_staff(fake, flow, db):
     setup_chats(fake)
-    async with StaffHarness(fake, flow, tmp_path / "bot.sqlite3"):
+    async with StaffHarness(fake, flow, db):
         p = Person(fake, 910)
         await p.say("/start " + deeplink.make(SUPERGROUP, fake.token))
         await p.consent("Yes, contact me only")
@@ -183,10 +181,10 @@ async def test_people_from_a_source_group_alert_its_own_staff(fake, flow, tmp_pa
 
 
 async def test_an_undeliverable_alert_is_kept_retried_and_shown_to_admins(fake, flow,
-                                                                         tmp_path):
+                                                                         db):
     setup_chats(fake)
     fake.blocked.add(STAFF)  # the bot was removed from the staff group
-    async with StaffHarness(fake, flow, tmp_path / "bot.sqlite3", admins=(999,)) as h:
+    async with StaffHarness(fake, flow, db, admins=(999,)) as h:
         p = Person(fake, 911)
         await emergency_by_buttons(p, consent="Yes, contact me only")
         await asyncio.sleep(0.3)
@@ -199,54 +197,50 @@ async def test_an_undeliverable_alert_is_kept_retried_and_shown_to_admins(fake, 
         await h.bot.flush()  # the minute-by-minute safety net: tried again at once
         await fake.wait(lambda: len(fake.bot_messages(STAFF)) == 1, timeout=5)
         await fake.wait(lambda: "clinician on duty has been told" in p.last())
-        db = sqlite3.connect(h.settings.db)
-        assert db.execute("SELECT attempts, sent_at IS NOT NULL FROM alerts").fetchone() == \
-            (1, 1)
+        assert rows(h.db, "SELECT attempts, sent_at IS NOT NULL FROM alerts") == [(1, 1)]
 
 
-async def test_non_admins_get_no_statistics(fake, flow, tmp_path):
-    async with StaffHarness(fake, flow, tmp_path / "bot.sqlite3", admins=(999,)):
+async def test_non_admins_get_no_statistics(fake, flow, db):
+    async with StaffHarness(fake, flow, db, admins=(999,)):
         p = Person(fake, 912)
         await p.say("/stats", until=lambda: p.seen() == 1)
         assert "Interviews" not in p.last() and "/restart" in p.last()
 
 
-async def test_forget_erases_consent_and_pending_alerts(fake, flow, tmp_path):
+async def test_forget_erases_consent_and_pending_alerts(fake, flow, db):
     setup_chats(fake)
     fake.blocked.add(STAFF)  # so the alert stays pending
-    async with StaffHarness(fake, flow, tmp_path / "bot.sqlite3") as h:
+    async with StaffHarness(fake, flow, db) as h:
         p = Person(fake, 913)
         await emergency_by_buttons(p, consent="Yes, and show them my answers")
         await asyncio.sleep(0.2)
-        db = sqlite3.connect(h.settings.db)
-        assert db.execute("SELECT count(*) FROM outbox WHERE user_id = 913 AND params LIKE"
-                          " '%_alert%'").fetchone() == (1,), "the alert waits in the outbox"
+        assert rows(h.db, "SELECT count(*) FROM outbox WHERE user_id = 913 AND params LIKE"
+                          " '%_alert%'") == [(1,)], "the alert waits in the outbox"
         await p.say("/forget")
         await p.press("Yes, erase it", wait_new=False)
         await fake.wait(lambda: "erased everything" in p.last())
         # (the confirmation's own outbox rows go once it is sent: the same moment)
-        await fake.wait(lambda: db.execute("SELECT count(*) FROM outbox WHERE user_id = 913"
-                                           ).fetchone() == (0,), timeout=2)
+        await fake.wait(lambda: rows(h.db, "SELECT count(*) FROM outbox WHERE user_id = 913")
+                        == [(0,)], timeout=2)
         for table in ("conversations", "answer_log", "outbox", "alerts"):
-            assert db.execute(f"SELECT count(*) FROM {table} WHERE user_id = 913").fetchone() \
-                == (0,), table
-        dump = "\n".join(db.iterdump())
-        assert not re.search(r"(?<![\d.])913(?!\d)", dump), "nothing of that person is left"
+            assert rows(h.db, f"SELECT count(*) FROM {table} WHERE user_id = 913") == [(0,)], \
+                table
+        assert not re.search(r"(?<![\d.])913(?!\d)", everything(h.db)), \
+            "nothing of that person is left"
         seen = p.seen()
         await p.say("/start")
         assert "Before we start" in p.last(), "consent is asked again"
         assert seen < p.seen()
 
 
-async def test_bot_added_and_removed_from_groups_is_recorded(fake, flow, tmp_path):
+async def test_bot_added_and_removed_from_groups_is_recorded(fake, flow, db):
     setup_chats(fake)
-    async with StaffHarness(fake, flow, tmp_path / "bot.sqlite3") as h:
+    async with StaffHarness(fake, flow, db) as h:
         fake.member_update(GROUP, "member")
         fake.member_update(CHANNEL, "administrator")
         last = fake.member_update(GROUP, "left")
         await fake.wait(lambda: fake.confirmed_offset > last)
-        db = sqlite3.connect(h.settings.db)
-        assert dict(db.execute("SELECT chat_id, status FROM groups").fetchall()) == \
+        assert dict(rows(h.db, "SELECT chat_id, status FROM groups")) == \
             {GROUP: "left", CHANNEL: "administrator"}
 
 
@@ -269,22 +263,22 @@ async def test_invite_posts_and_pins_the_deep_link_in_a_group_or_channel(fake):
     assert deeplink.read(invite_link(fake, CHANNEL).split("start=")[1], fake.token) == CHANNEL
 
 
-async def test_export_writes_anonymised_outcomes(fake, flow, tmp_path):
-    async with StaffHarness(fake, flow, tmp_path / "bot.sqlite3") as h:
+async def test_export_writes_anonymised_outcomes(fake, flow, db):
+    async with StaffHarness(fake, flow, db) as h:
         await emergency_by_buttons(Person(fake, 914), consent="Yes, contact me only")
         await self_care_by_typing(Person(fake, 915))
     result = await asyncio.to_thread(cli, "export", "--since", "2000-01-01",
-                                     env={"TRIAGEBOT_DB": str(h.settings.db)})
+                                     env={"TRIAGEBOT_DB": str(h.db)})
     assert result.returncode == 0, result.stderr
-    rows = list(csv.DictReader(io.StringIO(result.stdout)))
-    assert sorted(r["level"] for r in rows) == ["emergency", "self_care"]
-    assert set(rows[0]) == {"date", "source_group", "level", "rules", "questions", "flow"}
-    assert {r["flow"] for r in rows} == {"back_pain_fever"}
+    lines = list(csv.DictReader(io.StringIO(result.stdout)))
+    assert sorted(r["level"] for r in lines) == ["emergency", "self_care"]
+    assert set(lines[0]) == {"date", "source_group", "level", "rules", "questions", "flow"}
+    assert {r["flow"] for r in lines} == {"back_pain_fever"}
     assert "914" not in result.stdout and "915" not in result.stdout
 
 
-async def test_forget_and_restart_work_before_any_interview(fake, flow, tmp_path):
-    async with StaffHarness(fake, flow, tmp_path / "bot.sqlite3") as h:
+async def test_forget_and_restart_work_before_any_interview(fake, flow, db):
+    async with StaffHarness(fake, flow, db) as h:
         p = Person(fake, 916)
         await p.say("/start")  # only the consent question so far
         await p.say("/restart")
@@ -292,14 +286,12 @@ async def test_forget_and_restart_work_before_any_interview(fake, flow, tmp_path
         await p.say("/forget")
         await p.press("Yes, erase it", wait_new=False)
         await fake.wait(lambda: "erased everything" in p.last())
-        db = sqlite3.connect(h.settings.db)
-        assert db.execute("SELECT count(*) FROM conversations WHERE user_id = 916").fetchone() \
-            == (0,)
+        assert rows(h.db, "SELECT count(*) FROM conversations WHERE user_id = 916") == [(0,)]
 
 
-async def test_finishing_again_after_going_back_does_not_alert_twice(fake, flow, tmp_path):
+async def test_finishing_again_after_going_back_does_not_alert_twice(fake, flow, db):
     setup_chats(fake)
-    async with StaffHarness(fake, flow, tmp_path / "bot.sqlite3"):
+    async with StaffHarness(fake, flow, db):
         p = Person(fake, 917)
         await emergency_by_buttons(p, consent="Yes, contact me only")
         await fake.wait(lambda: len(fake.bot_messages(STAFF)) == 1)
