@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import sqlite3
 from dataclasses import replace
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from bot.loader import load_flow
 from bot.telegram import render
 
 from .conftest import ROOT
+from .helpers import rows
 from .test_groups_and_alerts import GROUP, STAFF, cli, setup_chats
 from .test_telegram import Harness, Person
 
@@ -29,7 +29,7 @@ class SeveralHarness(Harness):
     """The bot wired as `triagebot run` wires it (bot.cli.build_conversations), with
     TRIAGEBOT_FLOWS pointing at `folder`."""
 
-    def __init__(self, fake, db: Path, folder: Path = FLOWS, staff: bool = False,
+    def __init__(self, fake, db: Path | str, folder: Path = FLOWS, staff: bool = False,
                  admins=()):
         super().__init__(fake, load_flow(FLOWS / "backs.yaml"), db, "polling")
         self.settings = replace(self.settings, flows=folder, admins=frozenset(admins),
@@ -42,13 +42,12 @@ def menu_labels(p: Person) -> list[str]:
     return [label for label, _ in p.question().buttons()]
 
 
-def events(db: Path) -> list[tuple]:
-    with sqlite3.connect(db) as c:
-        return c.execute("SELECT kind, flow, source, level FROM events ORDER BY id").fetchall()
+def events(db: Path | str) -> list[tuple]:
+    return rows(db, "SELECT kind, flow, source, level FROM events ORDER BY id")
 
 
-async def test_start_offers_every_flow_and_a_button_opens_it(fake, tmp_path):
-    async with SeveralHarness(fake, tmp_path / "bot.sqlite3"):
+async def test_start_offers_every_flow_and_a_button_opens_it(fake, db):
+    async with SeveralHarness(fake, db):
         p = Person(fake, 1101)
         await p.start()  # consent first: the prompt then becomes the menu
         assert set(menu_labels(p)) == TITLES
@@ -94,8 +93,7 @@ async def test_start_offers_every_flow_and_a_button_opens_it(fake, tmp_path):
         assert fake.errors == []
 
 
-async def test_a_link_per_flow_opens_it_directly_and_a_forged_one_does_not(fake, tmp_path):
-    db = tmp_path / "bot.sqlite3"
+async def test_a_link_per_flow_opens_it_directly_and_a_forged_one_does_not(fake, db):
     async with SeveralHarness(fake, db):
         p = Person(fake, 1201)
         await p.say("/start backs")
@@ -117,10 +115,11 @@ async def test_a_link_per_flow_opens_it_directly_and_a_forged_one_does_not(fake,
             await r.say("/start " + payload)
             await r.consent("OK, start")
             assert set(menu_labels(r)) == TITLES, payload[:80]
-    rows = events(db)
-    assert ("started", "backs", None, None) in rows
-    assert ("started", "intake", GROUP, None) in rows
-    assert sum(source is not None for _, _, source, _ in rows) == 1, "forged links: no group"
+    happened = events(db)
+    assert ("started", "backs", None, None) in happened
+    assert ("started", "intake", GROUP, None) in happened
+    assert sum(source is not None for _, _, source, _ in happened) == 1, \
+        "forged links: no group"
 
 
 async def test_invite_with_flow_posts_a_signed_link_to_that_flow(fake):
@@ -142,8 +141,7 @@ async def test_invite_with_flow_posts_a_signed_link_to_that_flow(fake):
     assert fake.bot_message_count(GROUP) == posts, "nothing posted for a wrong flow"
 
 
-async def test_a_hand_off_evaluates_the_next_flows_rules_on_what_it_carried(fake, tmp_path):
-    db = tmp_path / "bot.sqlite3"
+async def test_a_hand_off_evaluates_the_next_flows_rules_on_what_it_carried(fake, db):
     setup_chats(fake)
     async with SeveralHarness(fake, db, staff=True, admins=(999,)):
         # chest pain is no red flag in the intake, but it is in the back check: at the
@@ -186,17 +184,16 @@ async def test_a_hand_off_evaluates_the_next_flows_rules_on_what_it_carried(fake
         assert "backs: started 2, finished 2 (emergency 1, urgent 1)" in stats, stats
         assert "intake: started 2, finished 0" in stats, stats
 
-    with sqlite3.connect(db) as c:
-        answers = c.execute("SELECT user_id, finding, value FROM answer_log WHERE event ="
-                            " 'answer' ORDER BY id").fetchall()
+    answers = rows(db, "SELECT user_id, finding, value FROM answer_log WHERE event = 'answer'"
+                       " ORDER BY id")
     assert (1301, "chest_pain", "true") in answers and (1302, "temperature_c", "39.5") in \
         answers, answers
     assert [r for r in events(db) if r[0] == "finished"] == [
         ("finished", "backs", None, "emergency"), ("finished", "backs", None, "urgent")]
 
 
-async def test_a_session_stays_on_its_flow_version_across_a_redeploy(fake, tmp_path):
-    db, v1, v2 = tmp_path / "bot.sqlite3", tmp_path / "v1", tmp_path / "v2"
+async def test_a_session_stays_on_its_flow_version_across_a_redeploy(fake, tmp_path, db):
+    v1, v2 = tmp_path / "v1", tmp_path / "v2"
     shutil.copytree(FLOWS, v1)
     async with SeveralHarness(fake, db, folder=v1):
         p = Person(fake, 1401)
@@ -252,14 +249,14 @@ def test_validate_refuses_hand_offs_to_nowhere_back_round_or_beside_next(tmp_pat
         in result.stdout, result.stdout
 
 
-async def test_check_ins_and_expiry_follow_the_flow_an_interview_ran(fake, tmp_path):
+async def test_check_ins_and_expiry_follow_the_flow_an_interview_ran(fake, tmp_path, db):
     from .test_time import Clock
 
     folder = tmp_path / "flows"
     shutil.copytree(FLOWS, folder)
     for path in (ROOT / "flows").glob("back_pain_fever*.yaml"):
         shutil.copy(path, folder / path.name)
-    clock, db = Clock(), tmp_path / "bot.sqlite3"
+    clock = Clock()
     h = SeveralHarness(fake, db, folder=folder)
     h.bot.clock = clock
     h.bot.conversations.checkins = True
@@ -294,9 +291,9 @@ async def test_check_ins_and_expiry_follow_the_flow_an_interview_ran(fake, tmp_p
         await r.say("yes")
         assert "more than 24 hours" in r.transcript() and set(menu_labels(r)) == {
             "Back pain and fever check", *TITLES}
-    rows = events(db)
-    assert ("expired", "intake", None, None) in rows and ("checkin", "back_pain_fever", None,
-                                                            None) in rows
+    happened = events(db)
+    assert ("expired", "intake", None, None) in happened and (
+        "checkin", "back_pain_fever", None, None) in happened
 
 
 def test_validate_refuses_a_carried_finding_whose_meaning_differs_between_flows():

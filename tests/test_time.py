@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .helpers import rows
 from .test_telegram import Harness, Person
 
 HOUR = 3600.0
@@ -20,9 +21,9 @@ class Clock:
 
 
 async def test_an_interview_left_for_a_day_expires_and_its_buttons_go_stale(fake, flow,
-                                                                          tmp_path):
+                                                                          db):
     clock = Clock()
-    async with Harness(fake, flow, tmp_path / "bot.sqlite3", "polling") as h:
+    async with Harness(fake, flow, db, "polling") as h:
         h.bot.clock = clock
         p = Person(fake, 801)
         await p.start()
@@ -47,9 +48,9 @@ async def test_an_interview_left_for_a_day_expires_and_its_buttons_go_stale(fake
         assert fake.errors == []
 
 
-async def test_a_finished_check_does_not_expire(fake, flow, tmp_path):
+async def test_a_finished_check_does_not_expire(fake, flow, db):
     clock = Clock()
-    async with Harness(fake, flow, tmp_path / "bot.sqlite3", "polling") as h:
+    async with Harness(fake, flow, db, "polling") as h:
         h.bot.clock = clock
         p = Person(fake, 802)
         await p.start()
@@ -82,14 +83,11 @@ async def self_care_with_offer(p: Person) -> None:
 
 
 def schedule_rows(db) -> list[tuple]:
-    import sqlite3
-
-    return sqlite3.connect(db).execute(
-        "SELECT user_id, kind, due_at, status FROM schedule ORDER BY id").fetchall()
+    return rows(db, "SELECT user_id, kind, due_at, status FROM schedule ORDER BY id")
 
 
-async def test_a_check_in_is_sent_when_due_and_asks_the_red_flags_again(fake, flow, tmp_path):
-    clock, db = Clock(), tmp_path / "bot.sqlite3"
+async def test_a_check_in_is_sent_when_due_and_asks_the_red_flags_again(fake, flow, db):
+    clock = Clock()
     async with checkin_harness(fake, flow, db, clock) as h:
         p = Person(fake, 811)
         await self_care_with_offer(p)
@@ -112,8 +110,8 @@ async def test_a_check_in_is_sent_when_due_and_asks_the_red_flags_again(fake, fl
         assert fake.errors == []
 
 
-async def test_worse_goes_through_the_whole_interview_again(fake, flow, tmp_path):
-    clock, db = Clock(), tmp_path / "bot.sqlite3"
+async def test_worse_goes_through_the_whole_interview_again(fake, flow, db):
+    clock = Clock()
     async with checkin_harness(fake, flow, db, clock) as h:
         p = Person(fake, 812)
         await self_care_with_offer(p)
@@ -127,11 +125,11 @@ async def test_worse_goes_through_the_whole_interview_again(fake, flow, tmp_path
         assert "How old is" in p.last()
 
 
-async def test_tomorrow_morning_is_in_the_deployments_time_zone(fake, flow, tmp_path):
+async def test_tomorrow_morning_is_in_the_deployments_time_zone(fake, flow, db):
     # 2027-01-15 08:00 UTC is 03:00 in New York: +6 h is 09:00 there, so "tomorrow
     # morning" is that same morning; in London (08:00) it is the next day's 09:00
     clock = Clock()
-    async with checkin_harness(fake, flow, tmp_path / "bot.sqlite3", clock,
+    async with checkin_harness(fake, flow, db, clock,
                                "America/New_York") as h:
         conversations = h.bot.conversations
         assert conversations.checkin_time("checkin_morning", clock()) == START + 6 * HOUR
@@ -141,8 +139,8 @@ async def test_tomorrow_morning_is_in_the_deployments_time_zone(fake, flow, tmp_
         assert conversations.checkin_time("checkin_morning", clock()) == START + 22 * HOUR
 
 
-async def test_a_cancelled_check_in_is_never_sent(fake, flow, tmp_path):
-    clock, db = Clock(), tmp_path / "bot.sqlite3"
+async def test_a_cancelled_check_in_is_never_sent(fake, flow, db):
+    clock = Clock()
     async with checkin_harness(fake, flow, db, clock) as h:
         p = Person(fake, 813)
         await self_care_with_offer(p)
@@ -154,8 +152,8 @@ async def test_a_cancelled_check_in_is_never_sent(fake, flow, tmp_path):
         assert schedule_rows(db)[0][3] == "cancelled"
 
 
-async def test_check_ins_survive_restarts_and_are_sent_exactly_once(fake, flow, tmp_path):
-    clock, db = Clock(), tmp_path / "bot.sqlite3"
+async def test_check_ins_survive_restarts_and_are_sent_exactly_once(fake, flow, db):
+    clock = Clock()
     p, q = Person(fake, 814), Person(fake, 815)
     async with checkin_harness(fake, flow, db, clock):
         for person in (p, q):
@@ -175,8 +173,8 @@ async def test_check_ins_survive_restarts_and_are_sent_exactly_once(fake, flow, 
     assert [r[3] for r in schedule_rows(db)] == ["sent", "sent"]
 
 
-async def test_a_check_in_too_late_is_dropped_with_a_note(fake, flow, tmp_path):
-    clock, db = Clock(), tmp_path / "bot.sqlite3"
+async def test_a_check_in_too_late_is_dropped_with_a_note(fake, flow, db):
+    clock = Clock()
     async with checkin_harness(fake, flow, db, clock):
         p = Person(fake, 816)
         await self_care_with_offer(p)
@@ -191,8 +189,8 @@ async def test_a_check_in_too_late_is_dropped_with_a_note(fake, flow, tmp_path):
 
 
 async def test_a_new_check_meanwhile_skips_the_check_in_and_forget_deletes_them(fake, flow,
-                                                                             tmp_path):
-    clock, db = Clock(), tmp_path / "bot.sqlite3"
+                                                                             db):
+    clock = Clock()
     async with checkin_harness(fake, flow, db, clock) as h:
         p = Person(fake, 817)
         await self_care_with_offer(p)
@@ -212,8 +210,8 @@ async def test_a_new_check_meanwhile_skips_the_check_in_and_forget_deletes_them(
         assert [r for r in schedule_rows(db) if r[0] == 818] == []
 
 
-async def test_a_quiet_interview_gets_one_reminder_when_nudges_are_on(fake, flow, tmp_path):
-    clock, db = Clock(), tmp_path / "bot.sqlite3"
+async def test_a_quiet_interview_gets_one_reminder_when_nudges_are_on(fake, flow, db):
+    clock = Clock()
     async with checkin_harness(fake, flow, db, clock) as h:
         h.bot.conversations.nudge_hours = 2
         p = Person(fake, 819)
@@ -237,8 +235,8 @@ async def test_a_quiet_interview_gets_one_reminder_when_nudges_are_on(fake, flow
         assert "Is any of these happening now?" in p.last()
 
 
-async def test_a_person_can_set_their_own_time_zone(fake, flow, tmp_path):
-    clock, db = Clock(), tmp_path / "bot.sqlite3"
+async def test_a_person_can_set_their_own_time_zone(fake, flow, db):
+    clock = Clock()
     async with checkin_harness(fake, flow, db, clock, "Europe/London") as h:
         p = Person(fake, 820)
         await p.say("/timezone Mars/Olympus", until=lambda: "do not know" in p.last())
