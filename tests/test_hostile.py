@@ -17,13 +17,36 @@ from bot.store import Key
 from bot.store.sqlite import SqliteStore
 from bot.telegram import http
 
+from .helpers import on_postgres, rows
 from .test_groups_and_alerts import STAFF, StaffHarness, setup_chats
 from .test_telegram import SECRET, Harness, Person, emergency_by_buttons
 
 
-def rows(db, sql: str, *args) -> list[tuple]:
-    with sqlite3.connect(db) as conn:
-        return conn.execute(sql, args).fetchall()
+def poison(db, user_id: int) -> str:
+    """Make every answer of this person fail to be written, as an integrity error of the
+    database would; returns that error's name."""
+    if not on_postgres(db):
+        rows(db, "CREATE TRIGGER poison BEFORE INSERT ON answer_log WHEN "
+                 f"NEW.user_id = {user_id} BEGIN SELECT RAISE(ABORT, 'poison'); END")
+        return "IntegrityError"
+    rows(db, "CREATE FUNCTION poison() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+             f"IF NEW.user_id = {user_id} THEN RAISE EXCEPTION 'poison' USING ERRCODE = "
+             "'check_violation'; END IF; RETURN NEW; END $$")
+    rows(db, "CREATE TRIGGER poison BEFORE INSERT ON answer_log FOR EACH ROW "
+             "EXECUTE FUNCTION poison()")
+    return "CheckViolationError"
+
+
+def in_a_transaction(h: Harness) -> bool:
+    """Is any of the store's connections left inside a transaction?"""
+    if not on_postgres(h.db):
+        return h.store.db.in_transaction or h.store._batches.in_transaction
+    return rows(h.db, "SELECT count(*) FROM pg_stat_activity WHERE datname = "
+                      "current_database() AND state LIKE 'idle in transaction%'") != [(0,)]
+
+
+def cure(db) -> None:
+    rows(db, "DROP TRIGGER poison" + (" ON answer_log" if on_postgres(db) else ""))
 
 
 async def served(fake, user_id: int) -> None:
@@ -34,10 +57,10 @@ async def served(fake, user_id: int) -> None:
 
 # ------------------------------------------------------------ 1. one update wedges the store
 
-async def test_a_forged_alert_id_too_big_for_sqlite_does_not_wedge_the_store(fake, flow,
-                                                                            tmp_path):
+async def test_a_forged_alert_id_too_big_for_the_database_does_not_wedge_the_store(fake, flow,
+                                                                            db):
     setup_chats(fake)
-    async with StaffHarness(fake, flow, tmp_path / "bot.sqlite3") as h:
+    async with StaffHarness(fake, flow, db) as h:
         p = Person(fake, 1301)
         await emergency_by_buttons(p, consent="Yes, contact me only")
         await fake.wait(lambda: len(fake.bot_messages(STAFF)) == 1)
@@ -46,8 +69,8 @@ async def test_a_forged_alert_id_too_big_for_sqlite_does_not_wedge_the_store(fak
             fake.press(1302, alert.message_id, data, chat_id=STAFF)
         await fake.wait(lambda: all(fake.queries.values()))
         await served(fake, 1303)
-        assert rows(h.settings.db, "SELECT taken_by FROM alerts") == [(None,)]
-        assert not h.store.db.in_transaction
+        assert rows(h.db, "SELECT taken_by FROM alerts") == [(None,)]
+        await fake.wait(lambda: not in_a_transaction(h), timeout=2)  # none stays open
 
 
 async def test_a_write_that_fails_inside_any_store_transaction_leaves_the_store_usable(
@@ -114,35 +137,31 @@ async def test_a_write_that_fails_inside_any_store_transaction_leaves_the_store_
 
 
 async def test_an_update_that_keeps_failing_is_set_aside_and_its_chat_moves_on(
-        fake, flow, tmp_path):
-    db = tmp_path / "bot.sqlite3"
+        fake, flow, db):
     async with Harness(fake, flow, db, "webhook") as h:
         p = Person(fake, 1304)
         await p.start()
-        with sqlite3.connect(db) as conn:  # this person's answers cannot be written
-            conn.execute("CREATE TRIGGER poison BEFORE INSERT ON answer_log WHEN "
-                         "NEW.user_id = 1304 BEGIN SELECT RAISE(ABORT, 'poison'); END")
+        error = poison(db, 1304)  # this person's answers cannot be written
         update_id = fake.type(1304, "45")
         await fake.wait(lambda: "something went wrong" in p.last())
         assert "/start" in p.last()
         await fake.wait(lambda: fake.delivered.get(update_id) == 1)  # acknowledged
         assert fake.attempts[update_id] == 1, "retried at once, not by Telegram's redelivery"
         assert rows(db, "SELECT kind, error FROM quarantined_updates WHERE update_id = ?",
-                    update_id) == [("message", "IntegrityError")]
+                    update_id) == [("message", error)]
         metrics = h.bot.metrics.render().decode()
         assert 'triagebot_updates_quarantined_total{kind="message"} 1.0' in metrics
         await served(fake, 1305)  # and everyone else is served
-        with sqlite3.connect(db) as conn:
-            conn.execute("DROP TRIGGER poison")
+        cure(db)
         await p.say("45")  # the person's next message works again
         assert any("Male" in label for label, _ in p.question().buttons())
 
 
 # ------------------------------------------------------------ 2. staff actions
 
-async def test_only_the_alerts_own_staff_chat_and_message_can_take_it(fake, flow, tmp_path):
+async def test_only_the_alerts_own_staff_chat_and_message_can_take_it(fake, flow, db):
     setup_chats(fake)
-    async with StaffHarness(fake, flow, tmp_path / "bot.sqlite3") as h:
+    async with StaffHarness(fake, flow, db) as h:
         p = Person(fake, 1310)
         await emergency_by_buttons(p, consent="Yes, contact me only")
         await fake.wait(lambda: len(fake.bot_messages(STAFF)) == 1)
@@ -161,14 +180,14 @@ async def test_only_the_alerts_own_staff_chat_and_message_can_take_it(fake, flow
                   if c[0] == "answerCallbackQuery"]
         assert toasts.count(None) == 3, "the outsider's presses get a silent answer"
         assert len(toasts) == 4 and any("Thank you" in (t or "") for t in toasts)
-        assert rows(h.settings.db, "SELECT taken_by FROM alerts") == [("@dr_ada",)]
+        assert rows(h.db, "SELECT taken_by FROM alerts") == [("@dr_ada",)]
         assert not any("outsider" in m.text for m in fake.bot_messages(1311))
 
 
 async def test_a_take_pressed_on_another_message_of_the_staff_chat_is_refused(fake, flow,
-                                                                            tmp_path):
+                                                                            db):
     setup_chats(fake)
-    async with StaffHarness(fake, flow, tmp_path / "bot.sqlite3") as h:
+    async with StaffHarness(fake, flow, db) as h:
         for user in (1313, 1314):
             await emergency_by_buttons(Person(fake, user), consent="Yes, contact me only")
         await fake.wait(lambda: len(fake.bot_messages(STAFF)) == 2)
@@ -176,19 +195,19 @@ async def test_a_take_pressed_on_another_message_of_the_staff_chat_is_refused(fa
         (_l, first_data), = first.buttons()
         fake.press(1315, second.message_id, first_data, chat_id=STAFF, username="dr_x")
         await fake.wait(lambda: all(fake.queries.values()))
-        assert rows(h.settings.db, "SELECT taken_by FROM alerts") == [(None,), (None,)]
+        assert rows(h.db, "SELECT taken_by FROM alerts") == [(None,), (None,)]
 
 
 # ------------------------------------------------------------ 3. health talk in a group
 
-async def test_interview_buttons_and_edits_in_a_group_change_nothing(fake, flow, tmp_path):
+async def test_interview_buttons_and_edits_in_a_group_change_nothing(fake, flow, db):
     setup_chats(fake)
-    async with StaffHarness(fake, flow, tmp_path / "bot.sqlite3") as h:
+    async with StaffHarness(fake, flow, db) as h:
         p = Person(fake, 1320)
         await emergency_by_buttons(p, consent="Yes, contact me only")
         await fake.wait(lambda: len(fake.bot_messages(STAFF)) == 1)
         alert = fake.bot_messages(STAFF)[0]
-        before = rows(h.settings.db, "SELECT chat_id, user_id FROM conversations")
+        before = rows(h.db, "SELECT chat_id, user_id FROM conversations")
         for data in ("0|_|-1|consent_share", "1|_|-1|restart", "1|_|-1|lang_es",
                      "1|_|-1|checkin_6h", "1|_|-1|forget_yes", "garbage", ""):
             fake.press(1321, alert.message_id, data, chat_id=STAFF)
@@ -198,13 +217,13 @@ async def test_interview_buttons_and_edits_in_a_group_change_nothing(fake, flow,
         await fake.wait(lambda: all(fake.queries.values()))
         await served(fake, 1322)
         assert len(fake.bot_messages(STAFF)) == 1 and alert.edits == 0
-        after = rows(h.settings.db, "SELECT chat_id, user_id FROM conversations")
+        after = rows(h.db, "SELECT chat_id, user_id FROM conversations")
         assert set(after) - set(before) == {(1322, 1322)}, "nothing stored for the group"
 
 
 async def test_a_private_update_whose_chat_is_not_the_senders_is_refused(fake, flow,
-                                                                        tmp_path):
-    async with Harness(fake, flow, tmp_path / "bot.sqlite3", "polling") as h:
+                                                                        db):
+    async with Harness(fake, flow, db, "polling") as h:
         victim = Person(fake, 1323)
         await victim.start()
         shown = victim.seen()
@@ -216,7 +235,7 @@ async def test_a_private_update_whose_chat_is_not_the_senders_is_refused(fake, f
                               "from": {"id": 1324, "is_bot": False, "first_name": "M"}}})
         await served(fake, 1325)
         assert victim.seen() == shown
-        assert rows(h.settings.db, "SELECT count(*) FROM conversations WHERE user_id = 1324"
+        assert rows(h.db, "SELECT count(*) FROM conversations WHERE user_id = 1324"
                     ) == [(0,)]
 
 
