@@ -1,8 +1,8 @@
 """The delivery scheduler: each chat in order, emergencies first, Telegram's 429s obeyed.
 
-The scheduler's own tests use a real SQLite outbox and a `deliver` that plays
-Telegram's answers; the bot's run the whole path against the fake Bot API with its
-flood control on.
+The scheduler's own tests use a real outbox (SQLite, then PostgreSQL) and a `deliver`
+that plays Telegram's answers; the bot's run the whole path against the fake Bot API
+with its flood control on.
 """
 
 from __future__ import annotations
@@ -16,15 +16,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bot.store import Key, Outgoing
-from bot.store.sqlite import SqliteStore
 from bot.telegram.delivery import DONE, STOP, Delivery, Limits, Verdict
 from bot.telegram.render import PRIORITY, Priority
 
 from .fake_telegram import FloodLimits
+from .helpers import on_postgres, rows, store_on
 from .test_telegram import Harness, Person
 
 
-async def commit(store: SqliteStore, key: Key, *texts: str, priority: Priority | None = None,
+async def commit(store, key: Key, *texts: str, priority: Priority | None = None,
                  update_id: int | None = None) -> None:
     """Queue sendMessage calls for `key` as an update's commit does."""
     extra = {} if priority is None else {PRIORITY: int(priority)}
@@ -37,7 +37,7 @@ class Played:
     """A `deliver` for the scheduler: Telegram's answers played from a script, each call
     recorded as made in the store (as the bot does) once it is done."""
 
-    def __init__(self, store: SqliteStore, answers=None, latency: float = 0.0):
+    def __init__(self, store, answers=None, latency: float = 0.0):
         self.store, self.answers, self.latency = store, answers, latency
         self.made: list[Outgoing] = []  # calls that took effect, in order
         self.attempts = 0
@@ -53,8 +53,8 @@ class Played:
 
 
 @pytest.fixture
-async def store(tmp_path):
-    s = SqliteStore(tmp_path / "outbox.sqlite3")
+async def store(db):
+    s = store_on(db)
     await s.open()
     yield s
     await s.close()
@@ -68,11 +68,13 @@ FAST = Limits(chat_burst=10_000, group_per_minute=10_000, retry_base=0.001, retr
                                                                   HealthCheck.function_scoped_fixture])
 @given(plan=st.lists(st.tuples(st.integers(1, 4), st.integers(1, 3)), min_size=1, max_size=12),
        seed=st.integers(0, 2 ** 16))
-async def test_each_chat_gets_its_calls_in_order_and_once_whatever_fails(tmp_path, plan, seed):
+async def test_each_chat_gets_its_calls_in_order_and_once_whatever_fails(tmp_path, db, plan,
+                                                                        seed):
     """Commits arrive while earlier calls are being sent; Telegram answers at random with
     429s, network errors and successes. Every call is made exactly once, and each
-    person's calls to their chat in the order they were committed."""
-    store = SqliteStore(tmp_path / f"{uuid.uuid4().hex}.sqlite3")
+    person's calls to their chat in the order they were committed. (A new SQLite file
+    per example; on PostgreSQL, one database, whose outbox each example leaves empty.)"""
+    store = store_on(db if on_postgres(db) else tmp_path / f"{uuid.uuid4().hex}.sqlite3")
     await store.open()
     rng = random.Random(seed)
 
@@ -169,6 +171,32 @@ async def test_a_closed_chat_ends_its_lane_and_others_go_on(store):
     assert played.attempts == 2, "one attempt for the closed chat, not one per call"
 
 
+async def test_a_call_queued_while_its_chat_closed_goes_once_the_lane_ends(store):
+    """The person blocked the bot (their calls dropped), then wrote again while the call
+    in hand failed: the new reply is still sent, not left waiting for housekeeping."""
+    key = Key(5, 5)
+
+    class Reopened(Played):
+        async def __call__(self, out: Outgoing) -> Verdict:
+            if out.params["text"] != "a":
+                return await super().__call__(out)
+            self.attempts += 1
+            await self.store.set_blocked(key)  # as the bot does on a 403
+            await commit(self.store, key, "welcome back", update_id=77)
+            return STOP
+
+    played = Reopened(store)
+    delivery = Delivery(store, played, FAST)
+    await commit(store, key, "a", "b")
+    delivery.start()
+    try:
+        await delivery.wake_all()
+        assert await delivery.idle(5)
+    finally:
+        await delivery.stop()
+    assert [out.params["text"] for out in played.made] == ["welcome back"]
+
+
 async def test_pacing_one_chat_holds_only_that_chat(store):
     now = [0.0]
     played = Played(store)
@@ -192,9 +220,9 @@ async def test_pacing_one_chat_holds_only_that_chat(store):
 # ------------------------------------------------------------ the bot, against the fake
 
 
-async def test_a_429_for_one_chat_holds_that_chat_only(fake, flow, tmp_path):
+async def test_a_429_for_one_chat_holds_that_chat_only(fake, flow, db):
     fake.limits = FloodLimits(overall=1000, chat_rate=0.5, chat_burst=1)
-    async with Harness(fake, flow, tmp_path / "bot.sqlite3", "webhook") as h:
+    async with Harness(fake, flow, db, "webhook") as h:
         a, b = Person(fake, 2001), Person(fake, 2002)
         await a.say("/start")
         fake.type(2001, "/help")  # a second message within 2 s: Telegram says wait
@@ -211,9 +239,9 @@ async def test_a_429_for_one_chat_holds_that_chat_only(fake, flow, tmp_path):
 
 
 async def test_429s_from_many_chats_slow_the_whole_bot_and_nothing_is_lost(fake, flow,
-                                                                           tmp_path):
+                                                                           db):
     fake.limits = FloodLimits(overall=4, chat_burst=100)
-    async with Harness(fake, flow, tmp_path / "bot.sqlite3", "webhook") as h:
+    async with Harness(fake, flow, db, "webhook") as h:
         crowd = [Person(fake, 2100 + i) for i in range(16)]
         for p in crowd:
             fake.type(p.id, "/start")
@@ -225,8 +253,8 @@ async def test_429s_from_many_chats_slow_the_whole_bot_and_nothing_is_lost(fake,
         assert limited <= 16, f"{limited} 429s: the bot kept hammering after the first"
 
 
-async def test_emergency_advice_overtakes_a_backlog_of_first_contacts(fake, flow, tmp_path):
-    async with Harness(fake, flow, tmp_path / "bot.sqlite3", "webhook"):
+async def test_emergency_advice_overtakes_a_backlog_of_first_contacts(fake, flow, db):
+    async with Harness(fake, flow, db, "webhook"):
         p = Person(fake, 2200)
         await p.start()
         await p.say("45")
@@ -268,20 +296,16 @@ async def start_process(fake, db, **env_extra: str):
 
 
 def outbox_rows(db) -> int:
-    import sqlite3
-
-    with sqlite3.connect(db) as conn:
-        return conn.execute("SELECT count(*) FROM outbox").fetchone()[0]
+    return rows(db, "SELECT count(*) FROM outbox")[0][0]
 
 
-async def test_kill_9_in_a_backlog_resends_only_what_was_in_flight(fake, tmp_path):
+async def test_kill_9_in_a_backlog_resends_only_what_was_in_flight(fake, db):
     """40 people start while Telegram allows 8 messages a second; the bot is killed
     with about half the consent prompts sent. After the restart everyone has theirs,
     and only a call in flight at the kill can have gone twice (before: every reply
     that was sent but not yet deleted from the outbox went again)."""
     import signal
 
-    db = tmp_path / "bot.sqlite3"
     proc = await start_process(fake, db)
     try:
         fake.limits = FloodLimits(overall=8, chat_burst=100)
@@ -305,15 +329,13 @@ async def test_kill_9_in_a_backlog_resends_only_what_was_in_flight(fake, tmp_pat
             await asyncio.wait_for(proc.wait(), 30)
 
 
-async def test_kill_9_just_after_an_alert_does_not_post_it_again(fake, tmp_path):
+async def test_kill_9_just_after_an_alert_does_not_post_it_again(fake, db):
     import signal
-    import sqlite3
 
     from .test_groups_and_alerts import STAFF, setup_chats
     from .test_telegram import emergency_by_buttons
 
     setup_chats(fake)
-    db = tmp_path / "bot.sqlite3"
     proc = await start_process(fake, db, TRIAGEBOT_STAFF_CHAT=str(STAFF))
     try:
         p = Person(fake, 2500)
@@ -321,8 +343,7 @@ async def test_kill_9_just_after_an_alert_does_not_post_it_again(fake, tmp_path)
         await fake.wait(lambda: "clinician on duty has been told" in p.last())
 
         def recorded() -> bool:
-            with sqlite3.connect(db) as conn:
-                return conn.execute("SELECT sent_at IS NOT NULL FROM alerts").fetchone() == (1,)
+            return rows(db, "SELECT sent_at IS NOT NULL FROM alerts") == [(True,)]
 
         for _ in range(100):
             if recorded() and outbox_rows(db) == 0:
@@ -342,10 +363,10 @@ async def test_kill_9_just_after_an_alert_does_not_post_it_again(fake, tmp_path)
 
 
 async def test_replies_resume_soon_after_an_outage_without_waiting_for_housekeeping(
-        fake, flow, tmp_path):
+        fake, flow, db):
     from .fake_telegram import ApiError
 
-    h = Harness(fake, flow, tmp_path / "bot.sqlite3", "polling")
+    h = Harness(fake, flow, db, "polling")
     h.bot.delivery.limits = Limits(chat_burst=1000, retry_base=0.05, retry_max=0.4)
     async with h:
         p = Person(fake, 2600)
@@ -360,10 +381,10 @@ async def test_replies_resume_soon_after_an_outage_without_waiting_for_housekeep
 
 
 async def test_the_webhook_is_answered_at_the_commit_not_after_the_replies(fake, flow,
-                                                                           tmp_path):
+                                                                           db):
     """A slow Bot API (or a backlog) no longer holds Telegram's webhook requests open,
     of which it keeps at most 40: intake goes on while replies wait."""
-    async with Harness(fake, flow, tmp_path / "bot.sqlite3", "webhook"):
+    async with Harness(fake, flow, db, "webhook"):
         fake.slow_answers["sendMessage"] = 3.0  # each answer takes 3 s to come back
         started = asyncio.get_running_loop().time()
         update_id = fake.type(2700, "/start")

@@ -194,6 +194,27 @@ async def test_one_worker_at_a_time_sends_a_persons_calls_and_another_takes_over
 
 
 @only_postgres
+async def test_a_dead_workers_claims_pass_at_once_once_its_connections_are_gone(db):
+    """A worker killed on a live host: the kernel closes its connections, so its claims
+    (leases of 30 s still running) go to another worker at once, not 30 s later."""
+    one, two = await opened(db), await opened(db)
+    try:
+        async with one.update(1, PERSON) as tx:
+            tx.save(tx.conversation, (), [("sendMessage", {"chat_id": 7, "text": "hi"})], [
+                ("schedule", {"kind": "checkin", "due_at": 10.0, "interview": 1})])
+        assert len(await one.pending(PERSON)) == 1 and len(await one.due(100.0)) == 1
+        assert await two.pending(PERSON) == [] and await two.due(100.0) == [], "alive: held"
+        one.pool.terminate()  # as kill -9 leaves it: no claims handed back, no goodbye
+        one.pool = None
+        await asyncio.sleep(0.1)  # (the server notices the closed sockets)
+        assert [o.params["text"] for o in await two.pending(PERSON)] == ["hi"]
+        assert len(await two.due(100.0)) == 1
+    finally:
+        await one.close()
+        await two.close()
+
+
+@only_postgres
 async def test_a_due_check_in_is_claimed_by_one_worker_and_retaken_if_it_dies(db):
     stores = [await opened(db) for _ in range(3)]
     for store in stores:

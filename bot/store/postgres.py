@@ -8,8 +8,11 @@ Nothing relies on this process's memory, so any number of workers may run it:
   inserted first inside the update's own transaction (`ON CONFLICT DO NOTHING`);
 - a person's outbox calls are claimed by one worker at a time, for a lease renewed
   each time it reads them (`pending`): it sends them in order, and another worker
-  takes over only once the lease ran out (the first one died); due check-ins are
-  claimed the same way (`FOR UPDATE SKIP LOCKED`), so N workers send each once;
+  takes over only once the first one died: at once if its connections are gone (a
+  worker's connections carry its id as application_name, seen in pg_stat_activity),
+  else when the lease runs out (a host that vanished, whose connections linger until
+  TCP gives up); due check-ins are claimed the same way (`FOR UPDATE SKIP LOCKED`),
+  so N workers send each once;
 - "I'm on it" is one conditional UPDATE: exactly one press wins.
 
 Every transaction is rolled back on any error (asyncpg's transaction block), and a
@@ -47,7 +50,17 @@ from bot.store.migrations import PERSONAL_TABLES
 PROCESSED_KEEP_SECONDS = 2 * 24 * 3600
 CHANNEL = "triagebot_outbox"  # NOTIFY: a person's calls are waiting
 LEASE_SECONDS = 30.0  # a worker's claim on a person's calls, renewed while it sends them
-# (how long a person's calls wait when their worker died; longer than any one API call)
+# (how long a person's calls wait when their worker's host vanished, its connections
+# left open; longer than any one API call. A worker that died on a live host, its
+# connections closed by the kernel, loses its claims at once.)
+APP = "triagebot "  # + the worker id: every connection's application_name
+# the workers with a connection open now (a claim of any other is a dead one's)
+ALIVE = ("(SELECT substr(application_name, 11) FROM pg_stat_activity WHERE"
+         " application_name LIKE 'triagebot %')")
+# a person's calls ($1), each with whether another live worker ($2: this one) holds it
+HELD = ("SELECT id, chat_id, user_id, method, params, claimed_by, claimed_until, CASE WHEN"
+        " claimed_by IS NULL OR claimed_by = $2 OR claimed_until < $3 THEN false ELSE"
+        f" claimed_by IN {ALIVE} END FROM outbox WHERE user_id = $1 ORDER BY id")
 PG_INT = range(-(2 ** 63), 2 ** 63)  # BIGINT; larger ids are forged
 
 MIGRATIONS: list[str] = [
@@ -164,10 +177,15 @@ class PostgresStore:
         self.dsn = dsn
         self.pool_size = pool_size
         self.lease = lease
-        # this worker, in claims: host, process and a random part (pids repeat)
-        self.worker = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        # this worker, in claims: host, process and a random part (pids repeat); short
+        # enough for application_name (63 bytes)
+        self.worker = f"{socket.gethostname()[:24]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.pool: asyncpg.Pool | None = None
         self._listener: asyncpg.Connection | None = None
+
+    def _named(self) -> dict[str, str]:
+        """This worker's connections name it, so others can see it is alive."""
+        return {"application_name": APP + self.worker}
 
     def __repr__(self) -> str:  # the DSN may hold a password: never in a log
         return "PostgresStore()"
@@ -175,8 +193,10 @@ class PostgresStore:
     async def open(self, *, sole_writer: bool = False) -> None:
         """Connect and apply pending migrations (one worker at a time: an advisory lock).
         `sole_writer` means nothing here: several workers are the point."""
-        self.pool = await asyncpg.create_pool(self.dsn, min_size=1, max_size=self.pool_size,
-                                              command_timeout=30)
+        # (idle connections are kept: while this worker lives, one shows it alive)
+        self.pool = await asyncpg.create_pool(
+            self.dsn, min_size=1, max_size=self.pool_size, command_timeout=30,
+            max_inactive_connection_lifetime=0, server_settings=self._named())
         await self.migrate()
 
     async def close(self) -> None:
@@ -289,7 +309,7 @@ class PostgresStore:
         records some as made while others wait: the worker holding them, or any
         worker once they are free, then claims them (no polling, no lost wake-up)."""
         assert self.pool is not None
-        self._listener = await asyncpg.connect(self.dsn)
+        self._listener = await asyncpg.connect(self.dsn, server_settings=self._named())
 
         def heard(_connection, _pid, _channel, payload: str) -> None:
             with contextlib.suppress(ValueError):
@@ -371,17 +391,16 @@ class PostgresStore:
             return await self._claim(key.user_id)
         users = [r[0] for r in await self.pool.fetch(
             "SELECT user_id FROM outbox GROUP BY user_id HAVING bool_and(claimed_by IS NULL OR"
-            " claimed_by = $1 OR claimed_until < $2) ORDER BY min(id)", self.worker, time.time())]
+            f" claimed_by = $1 OR claimed_until < $2 OR claimed_by NOT IN {ALIVE})"
+            " ORDER BY min(id)", self.worker, time.time())]
         claimed = [out for user in users for out in await self._claim(user)]
         return sorted(claimed, key=lambda out: out.id)
 
     async def _claim(self, user_id: int) -> list[Outgoing]:
         assert self.pool is not None
-        rows = await self.pool.fetch(  # most reads find them already ours: no write then
-            "SELECT id, chat_id, user_id, method, params, claimed_by, claimed_until FROM"
-            " outbox WHERE user_id = $1 ORDER BY id", user_id)
         now = time.time()
-        if not rows or any(r[5] not in (None, self.worker) and r[6] >= now for r in rows):
+        rows = await self.pool.fetch(HELD, user_id, self.worker, now)  # most reads find
+        if not rows or any(r[7] for r in rows):  # them already ours: no write then
             return []  # nothing, or held by a live worker
         if all(r[5] == self.worker and r[6] - now > self.lease / 2 for r in rows):
             return [Outgoing(r[0], Key(r[1], r[2]), r[3], orjson.loads(r[4])) for r in rows]
@@ -391,10 +410,8 @@ class PostgresStore:
             # must not both see the calls unclaimed, nor both give up
             await db.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
                              f"outbox:{user_id}")
-            rows = await db.fetch(
-                "SELECT id, chat_id, user_id, method, params, claimed_by, claimed_until FROM"
-                " outbox WHERE user_id = $1 ORDER BY id", user_id)
-            if any(r[5] not in (None, self.worker) and r[6] >= now for r in rows):
+            rows = await db.fetch(HELD, user_id, self.worker, now)
+            if any(r[7] for r in rows):
                 return []  # held by a live worker
             if rows:
                 await db.execute("UPDATE outbox SET claimed_by = $1, claimed_until = $2 WHERE"
@@ -438,13 +455,14 @@ class PostgresStore:
 
     async def due(self, now: float, limit: int = 100) -> list[Scheduled]:
         """Check-ins and reminders whose time has come, claimed for this worker (no
-        other gets them until the lease runs out, e.g. this one died): each is run once."""
+        other gets them while this one lives and its lease holds): each is run once."""
         async with self._tx() as db:
             rows = await db.fetch(
                 "UPDATE schedule SET claimed_by = $1, claimed_until = $2 WHERE id IN (SELECT id"
                 " FROM schedule WHERE status = 'pending' AND due_at <= $3 AND (claimed_until IS"
-                " NULL OR claimed_until < $4 OR claimed_by = $1) ORDER BY due_at LIMIT $5 FOR"
-                " UPDATE SKIP LOCKED) RETURNING id, chat_id, user_id, kind, due_at, interview",
+                " NULL OR claimed_until < $4 OR claimed_by = $1 OR claimed_by NOT IN"
+                f" {ALIVE}) ORDER BY due_at LIMIT $5 FOR UPDATE SKIP LOCKED)"
+                " RETURNING id, chat_id, user_id, kind, due_at, interview",
                 self.worker, time.time() + self.lease, now, time.time(), limit)
         rows = sorted(rows, key=lambda r: (r[4], r[0]))
         return [Scheduled(r[0], Key(r[1], r[2]), r[3], r[4], r[5]) for r in rows]

@@ -223,14 +223,22 @@ class Delivery:
         each of their lanes (their chat; staff chats, for alerts about them).
         `retry`: a lane waiting to retry a failure tries now (its chat's pace and any
         429 pause still hold)."""
-        lanes = dict.fromkeys(out.key for out in await self.outbox.pending(key))
-        for lane in lanes or (key,):
-            await self._wake(lane, retry)
+        self._queue(await self.outbox.pending(key), retry)
 
-    async def _wake(self, key: Key, retry: bool) -> None:
-        calls = await self._calls(key)
-        if not calls:
-            return
+    def _queue(self, pending: list[Outgoing], retry: bool) -> None:
+        """Queue the lanes of calls just read, all at once: a store whose reads await
+        (PostgreSQL) must not let the first lane go before a later, more urgent one
+        is queued."""
+        now = self.clock()
+        lanes: dict[Key, list[Outgoing]] = {}
+        for out in pending:
+            if not self.taken(out.id):
+                self._seen.setdefault(out.id, now)
+                lanes.setdefault(out.key, []).append(out)
+        for key, calls in lanes.items():
+            self._wake(key, calls, retry)
+
+    def _wake(self, key: Key, calls: list[Outgoing], retry: bool) -> None:
         deadline = self._deadline(calls)
         lane = self._lanes.get(key)
         if lane is None:
@@ -256,8 +264,7 @@ class Delivery:
         self._seen = {i: t for i, t in self._seen.items() if i in ids}
         recent = self.clock() - 60
         self._made = {i: t for i, t in self._made.items() if t > recent}
-        for key in dict.fromkeys(out.key for out in pending):
-            await self._wake(key, retry)
+        self._queue(pending, retry)
 
     async def _calls(self, key: Key) -> list[Outgoing]:
         calls = [out for out in await self.outbox.pending(key)
@@ -364,9 +371,12 @@ class Delivery:
             known = {out.id for out in calls}
             for out in calls:
                 self._seen.pop(out.id, None)
-            self._drop(key)
-            if any(out.id not in known for out in await self._calls(key)):
-                await self._wake(key, False)  # queued since: e.g. they wrote again
+            fresh = [out for out in await self._calls(key) if out.id not in known]
+            if fresh:  # queued since: e.g. they wrote again (the lane goes on with them)
+                lane.failures, lane.deadline = 0, self._deadline(fresh)
+                self._push(key, lane)
+            else:
+                self._drop(key)
         else:
             lane.failures += 1
             after = verdict.after if verdict.after is not None else self._backoff(lane)
