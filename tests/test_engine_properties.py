@@ -40,7 +40,8 @@ inputs = st.one_of(
 )
 
 
-def check_invariants(session: Session, replies) -> None:
+def check_invariants(session: Session, replies, before: Session | None = None) -> None:
+    """`before`: the session this step began from (None: the interview's first step)."""
     values = rulebook.values_of(FLOW, session.answers)
     fired = rulebook.fired(FLOW, values)
     assert session.fired == tuple(r.id for r in fired)
@@ -48,8 +49,11 @@ def check_invariants(session: Session, replies) -> None:
     if session.status == "done":
         level = Level.parse(session.level)
         assert level >= rulebook.highest(r.level for r in fired)
-        assert any(isinstance(r, Outcome) for r in replies) or not replies or \
-            not session.log or session.log[-1].event != "answer"  # (none: ended when handed)
+        if before is not None and before.status == "done":  # input after the end
+            assert session == before, "a finished interview does not change"
+        else:  # it ended in this step: on an answer, with its outcome
+            assert any(isinstance(r, Outcome) for r in replies) or not session.log or \
+                session.log[-1].event != "answer"  # (none: ended when handed)
     else:
         assert session.node in FLOW.nodes and FLOW.nodes[session.node].is_question
         if any(r.level is Level.EMERGENCY for r in fired):
@@ -61,9 +65,10 @@ def check_invariants(session: Session, replies) -> None:
 def test_any_sequence_of_inputs_is_answered_and_keeps_the_invariants(sequence):
     step = ENGINE.start()
     for inp in sequence:
-        step = ENGINE.handle(step.session, inp)
+        before = step.session
+        step = ENGINE.handle(before, inp)
         assert step.replies, f"no reply to {inp}"
-        check_invariants(step.session, step.replies)
+        check_invariants(step.session, step.replies, before)
 
 
 @st.composite
@@ -210,8 +215,9 @@ def test_a_hand_off_runs_every_rule_on_what_it_carried_and_never_says_less(answe
         assert not any(hasattr(r, "options") for r in step.replies), "no question first"
     session = step.session
     for inp in more:
-        step = ENGINE.handle(session, inp)
+        before = session
+        step = ENGINE.handle(before, inp)
         session = step.session
-        check_invariants(session, step.replies)
+        check_invariants(session, step.replies, before)
         if session.status == "done" and session.floor:
             assert Level.parse(session.level) >= floor
