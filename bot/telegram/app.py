@@ -253,6 +253,7 @@ class TelegramBot:
         self.retry_base = retry_base
         self.clock = clock  # wall time for expiry and check-ins; tests move it by hand
         self.locks = KeyedLocks()
+        self._answering: dict[int, int] = {}  # people whose update is being answered here
         self.metrics = Metrics()
         self.delivery = Delivery(store, self._deliver, limits or Limits(
             chat_burst=settings.chat_burst, bulk_rate=settings.bulk_rate,
@@ -324,7 +325,13 @@ class TelegramBot:
 
     def _woken(self, user_id: int) -> None:
         """Another worker (or this one) committed calls for this person: send them if
-        no other worker holds them (the store's claim decides)."""
+        no other worker holds them (the store's claim decides). Passed over while this
+        process is answering the person's update: it wakes them itself, once one call
+        may have taken the webhook's response instead of a request."""
+        if user_id not in self._answering:
+            self._wake_soon(user_id)
+
+    def _wake_soon(self, user_id: int) -> None:
         task = asyncio.create_task(self.delivery.wake(Key(user_id, user_id)))
         self._recording.add(task)
         task.add_done_callback(self._recording.discard)
@@ -497,14 +504,24 @@ class TelegramBot:
                 conv = replace(conv, blocked=False)
             return self.conversations.decide(conv, event, self.clock())
 
-        async with self.locks(key):
-            decision = await self._commit(key, update_id, decide)
-        # committed: from here on nothing is lost, whatever fails
-        if decision is not None:
-            self._count(decision.records)
-        if query is not None:
-            await self._answer_query(query, decision.toast if decision else "")
-        await self._ride_webhook(key)
+        self._answering[key.user_id] = self._answering.get(key.user_id, 0) + 1
+        try:
+            async with self.locks(key):
+                decision = await self._commit(key, update_id, decide)
+            # committed: from here on nothing is lost, whatever fails
+            if decision is not None:
+                self._count(decision.records)
+            if query is not None:
+                await self._answer_query(query, decision.toast if decision else "")
+            await self._ride_webhook(key)
+        except BaseException:
+            self._wake_soon(key.user_id)  # (its notification was passed over)
+            raise
+        finally:
+            if self._answering[key.user_id] == 1:
+                del self._answering[key.user_id]
+            else:
+                self._answering[key.user_id] -= 1
         await self.delivery.wake(key)
         if decision is not None and decision.forget:
             await self._forgotten(key)
