@@ -16,7 +16,7 @@ from bot.session import LogEntry
 from bot.store import Key
 from bot.store.sqlite import SqliteStore
 
-from .helpers import store_on
+from .helpers import rows, store_on
 
 PERSON = Key(7, 7)
 
@@ -284,3 +284,28 @@ async def test_db_copy_moves_a_sqlite_deployment_to_postgresql_verified(tmp_path
         await pg.close()
     again = run(str(path), pg_dsn)
     assert again.returncode == 2 and "copy into an empty one" in again.stderr
+
+
+@only_postgres
+async def test_workers_purge_once_per_period_between_them(db):
+    """Each worker's hourly timer calls purge: one of them purges per hour, and another
+    takes over when the one that did stops (its turn is older than 0.9 periods)."""
+    stores = [await opened(db) for _ in range(3)]
+    try:
+        async def old_conversation(user: int) -> None:
+            async with stores[0].update(None, Key(user, user)) as tx:
+                tx.save(tx.conversation, (), [])
+            rows(db, "UPDATE conversations SET updated_at = 0 WHERE user_id = ?", user)
+
+        await old_conversation(1)
+        done = await asyncio.gather(*(s.purge(30, once_per=3600) for s in stores))  # at once
+        assert sorted(done) == [0, 0, 1], "one worker purged; the others skipped their turn"
+        await old_conversation(2)
+        assert [await s.purge(30, once_per=3600) for s in stores] == [0, 0, 0]
+        assert rows(db, "SELECT user_id FROM conversations") == [(2,)], "not this hour"
+        rows(db, "UPDATE housekeeping SET last_run = last_run - 0.91 * 3600")
+        assert [await s.purge(30, once_per=3600) for s in stores] == [1, 0, 0]
+        assert await stores[0].purge(30) == 0, "(without once_per: at once, as SQLite's)"
+    finally:
+        for store in stores:
+            await store.close()

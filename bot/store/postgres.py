@@ -167,6 +167,14 @@ MIGRATIONS: list[str] = [
     ALTER TABLE schedule ADD COLUMN claimed_by TEXT,
         ADD COLUMN claimed_until DOUBLE PRECISION;
     """,
+    # 3: when each housekeeping job last ran, and where: N workers run it once per period
+    """
+    CREATE TABLE housekeeping (
+        job TEXT PRIMARY KEY,
+        last_run DOUBLE PRECISION NOT NULL,
+        worker TEXT NOT NULL
+    );
+    """,
 ]
 
 
@@ -489,8 +497,13 @@ class PostgresStore:
     async def checkpoint(self) -> None:
         """(SQLite's WAL truncation; PostgreSQL's VACUUM reclaims erased rows itself.)"""
 
-    async def purge(self, older_than_days: float) -> int:
+    async def purge(self, older_than_days: float, once_per: float = 0.0) -> int:
+        """Delete conversations (and their log) untouched for longer than the retention.
+        `once_per` (seconds): skip it if any worker did it less than about that long ago,
+        so N workers with hourly timers purge once an hour between them."""
         cutoff = time.time() - older_than_days * 86400
+        if once_per and not await self._turn("purge", once_per):
+            return 0
         async with self._tx() as db:
             for table in ("answer_log", "schedule"):
                 await db.execute(
@@ -502,6 +515,17 @@ class PostgresStore:
             await db.execute("DELETE FROM processed_updates WHERE at < $1",
                              time.time() - PROCESSED_KEEP_SECONDS)
         return int(result.split()[-1])
+
+    async def _turn(self, job: str, period: float) -> bool:
+        """Claim this period's run of a housekeeping job; False: another worker ran it
+        within 0.9 periods (the margin: timers that drift never make both skip)."""
+        async with self._tx() as db:
+            now = time.time()
+            return await db.fetchval(
+                "INSERT INTO housekeeping (job, last_run, worker) VALUES ($1, $2, $3)"
+                " ON CONFLICT (job) DO UPDATE SET last_run = excluded.last_run, worker ="
+                " excluded.worker WHERE housekeeping.last_run < $4 RETURNING true",
+                job, now, self.worker, now - 0.9 * period) is not None
 
     async def quarantine(self, update_id: int, kind: str, error: str,
                          notice: tuple[Key, list[tuple[str, dict[str, Any]]]] | None = None,

@@ -551,8 +551,9 @@ class SqliteStore:
             db.execute("INSERT INTO outbox (id, chat_id, user_id, method, params) VALUES"
                        " (?, ?, ?, ?, ?)", (out.id, key.chat_id, user_id, method, text))
 
-    async def purge(self, older_than_days: float) -> int:
-        """Delete conversations (and their log) untouched for longer than the retention."""
+    async def purge(self, older_than_days: float, once_per: float = 0.0) -> int:
+        """Delete conversations (and their log) untouched for longer than the retention.
+        (`once_per` is for several workers on PostgreSQL; here there is one process.)"""
         cutoff = time.time() - older_than_days * 86400
         async with self.lock:
             async with self._transaction_held() as db:

@@ -1015,7 +1015,8 @@ class TelegramBot:
             try:
                 if time.monotonic() - last_purge >= purge_every:
                     last_purge = time.monotonic()
-                    removed = await self.store.purge(self.conversations.retention_days)
+                    removed = await self.store.purge(self.conversations.retention_days,
+                                                     once_per=purge_every)
                     if removed:
                         log.info("retention: deleted %d old conversations", removed)
                 folder = self.settings.backup_dir
