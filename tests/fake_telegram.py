@@ -600,7 +600,9 @@ class FakeTelegram:
                 else {}
             uid = update["update_id"]
             self.attempts[uid] = self.attempts.get(uid, 0) + 1
-            urls = self.fanout or ([self.balance[uid % len(self.balance)]] if self.balance
+            # (a balancer that retries a failed request on the next worker)
+            urls = self.fanout or ([self.balance[(uid + self.attempts[uid]) %
+                                                 len(self.balance)]] if self.balance
                                    else [hook["url"]])
             if any(await asyncio.gather(*(self._post_once(url, update, headers)
                                           for url in urls))):

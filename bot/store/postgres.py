@@ -11,8 +11,9 @@ Nothing relies on this process's memory, so any number of workers may run it:
   takes over only once the first one died: at once if its connections are gone (a
   worker's connections carry its id as application_name, seen in pg_stat_activity),
   else when the lease runs out (a host that vanished, whose connections linger until
-  TCP gives up); due check-ins are claimed the same way (`FOR UPDATE SKIP LOCKED`),
-  so N workers send each once;
+  TCP gives up), and every worker looks for such calls every ADOPT_EVERY seconds (no
+  one is notified of a death); due check-ins are claimed the same way (`FOR UPDATE
+  SKIP LOCKED`), so N workers send each once;
 - "I'm on it" is one conditional UPDATE: exactly one press wins.
 
 Every transaction is rolled back on any error (asyncpg's transaction block), and a
@@ -23,7 +24,9 @@ of psycopg 3 in bench/pg_driver.py (p99 21 ms against 34 ms, 16 tasks).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import logging
 import os
 import socket
 import time
@@ -53,6 +56,7 @@ LEASE_SECONDS = 30.0  # a worker's claim on a person's calls, renewed while it s
 # (how long a person's calls wait when their worker's host vanished, its connections
 # left open; longer than any one API call. A worker that died on a live host, its
 # connections closed by the kernel, loses its claims at once.)
+ADOPT_EVERY = 2.0  # seconds between looks for calls a dead worker held
 APP = "triagebot "  # + the worker id: every connection's application_name
 # the workers with a connection open now (a claim of any other is a dead one's)
 ALIVE = ("(SELECT substr(application_name, 11) FROM pg_stat_activity WHERE"
@@ -61,6 +65,7 @@ ALIVE = ("(SELECT substr(application_name, 11) FROM pg_stat_activity WHERE"
 HELD = ("SELECT id, chat_id, user_id, method, params, claimed_by, claimed_until, CASE WHEN"
         " claimed_by IS NULL OR claimed_by = $2 OR claimed_until < $3 THEN false ELSE"
         f" claimed_by IN {ALIVE} END FROM outbox WHERE user_id = $1 ORDER BY id")
+log = logging.getLogger(__name__)
 PG_INT = range(-(2 ** 63), 2 ** 63)  # BIGINT; larger ids are forged
 
 MIGRATIONS: list[str] = [
@@ -190,6 +195,7 @@ class PostgresStore:
         self.worker = f"{socket.gethostname()[:24]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.pool: asyncpg.Pool | None = None
         self._listener: asyncpg.Connection | None = None
+        self._adopting: asyncio.Task | None = None
 
     def _named(self) -> dict[str, str]:
         """This worker's connections name it, so others can see it is alive."""
@@ -217,6 +223,11 @@ class PostgresStore:
                                          " NULL WHERE claimed_by = $1", self.worker)
             await self.pool.close()
             self.pool = None
+        if self._adopting is not None:
+            self._adopting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._adopting
+            self._adopting = None
         if self._listener is not None:
             with contextlib.suppress(Exception):
                 await self._listener.close()
@@ -324,6 +335,24 @@ class PostgresStore:
                 woken(int(payload))
 
         await self._listener.add_listener(CHANNEL, heard)
+        self._adopting = asyncio.create_task(self._adopt(woken))
+
+    async def _adopt(self, woken, every: float = ADOPT_EVERY) -> None:
+        """Every few seconds, wake the people whose calls a dead worker held (nobody
+        is notified when a worker dies): they are sent seconds after it died."""
+        while True:
+            await asyncio.sleep(every)
+            try:
+                assert self.pool is not None
+                users = await self.pool.fetch(
+                    "SELECT DISTINCT user_id FROM outbox WHERE claimed_by <> $1 AND"
+                    f" (claimed_until < $2 OR claimed_by NOT IN {ALIVE})",
+                    self.worker, time.time())
+            except Exception as exc:  # (the server away: the next look, or a restart)
+                log.warning("looking for a dead worker's calls failed: %s", type(exc).__name__)
+                continue
+            for row in users:
+                woken(row[0])
 
     async def _record(self, db: asyncpg.Connection, key: Key, kind: str,
                       data: dict[str, Any], now: float) -> None:
