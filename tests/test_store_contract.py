@@ -309,3 +309,35 @@ async def test_workers_purge_once_per_period_between_them(db):
     finally:
         for store in stores:
             await store.close()
+
+
+@only_postgres
+async def test_a_lost_listening_connection_is_made_again_and_nothing_waits(db):
+    """The server ends the connection that listens for other workers' commits (a
+    restart, a failover): within seconds it listens again, and the people whose calls
+    were committed meanwhile are woken, not left for the minute's safety net."""
+    one, two = await opened(db), await opened(db)
+    heard: list[int] = []
+    try:
+        await one.listen(heard.append)
+        name = "triagebot " + one.worker
+        rows(db, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE"
+                 " application_name = ? AND query LIKE 'LISTEN%'", name)
+        async with two.update(1, PERSON) as tx:  # its notification is lost
+            tx.save(tx.conversation, (), [("sendMessage", {"chat_id": 7, "text": "hi"})])
+        for _ in range(50):
+            if PERSON.user_id in heard:
+                break
+            await asyncio.sleep(0.1)
+        assert PERSON.user_id in heard, "woken after listening again"
+        heard.clear()
+        async with two.update(2, Key(8, 8)) as tx:  # and notifications arrive again
+            tx.save(tx.conversation, (), [("sendMessage", {"chat_id": 8, "text": "yo"})])
+        for _ in range(10):
+            if 8 in heard:
+                break
+            await asyncio.sleep(0.05)
+        assert 8 in heard
+    finally:
+        await one.close()
+        await two.close()

@@ -328,26 +328,35 @@ class PostgresStore:
         records some as made while others wait: the worker holding them, or any
         worker once they are free, then claims them (no polling, no lost wake-up)."""
         assert self.pool is not None
-        self._listener = await asyncpg.connect(self.dsn, server_settings=self._named())
+        await self._listen(woken)
+        self._adopting = asyncio.create_task(self._adopt(woken))
 
+    async def _listen(self, woken) -> None:
         def heard(_connection, _pid, _channel, payload: str) -> None:
             with contextlib.suppress(ValueError):
                 woken(int(payload))
 
-        await self._listener.add_listener(CHANNEL, heard)
-        self._adopting = asyncio.create_task(self._adopt(woken))
+        listener = await asyncpg.connect(self.dsn, server_settings=self._named())
+        await listener.add_listener(CHANNEL, heard)
+        self._listener = listener
 
     async def _adopt(self, woken, every: float = ADOPT_EVERY) -> None:
         """Every few seconds, wake the people whose calls a dead worker held (nobody
-        is notified when a worker dies): they are sent seconds after it died."""
+        is notified when a worker dies): they are sent seconds after it died. If the
+        listening connection was lost (the server restarted, a failover), connect it
+        again and wake everyone with calls waiting: notifications were missed."""
         while True:
             await asyncio.sleep(every)
             try:
                 assert self.pool is not None
+                missed = self._listener is None or self._listener.is_closed()
+                if missed:
+                    await self._listen(woken)
+                    log.info("listening for other workers' commits again")
                 users = await self.pool.fetch(
-                    "SELECT DISTINCT user_id FROM outbox WHERE claimed_by <> $1 AND"
-                    f" (claimed_until < $2 OR claimed_by NOT IN {ALIVE})",
-                    self.worker, time.time())
+                    "SELECT DISTINCT user_id FROM outbox WHERE $3 OR (claimed_by <> $1 AND"
+                    f" (claimed_until < $2 OR claimed_by NOT IN {ALIVE}))",
+                    self.worker, time.time(), missed)
             except Exception as exc:  # (the server away: the next look, or a restart)
                 log.warning("looking for a dead worker's calls failed: %s", type(exc).__name__)
                 continue
