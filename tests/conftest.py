@@ -3,8 +3,6 @@ Bot API server, and a new database of each store (`db`)."""
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
 import os
 import uuid
 from pathlib import Path
@@ -15,6 +13,8 @@ import pytest_asyncio
 from bot.engine import Engine
 from bot.flow import Flow
 from bot.loader import load_flow
+
+from .helpers import rows
 
 ROOT = Path(__file__).resolve().parent.parent
 FLOWS = ROOT / "flows"
@@ -63,22 +63,6 @@ async def fake():
     await server.stop()
 
 
-def _on_postgres(url: str, *statements: str) -> None:
-    """Run statements on the test PostgreSQL server, outside any test's event loop."""
-    async def run() -> None:
-        import asyncpg
-
-        conn = await asyncpg.connect(url)
-        try:
-            for sql in statements:
-                await conn.execute(sql)
-        finally:
-            await conn.close()
-
-    with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        pool.submit(asyncio.run, run()).result()
-
-
 @pytest.fixture(scope="session")
 def pg_database() -> str:
     """One database on the test PostgreSQL server for this run (its URL), dropped at the
@@ -87,9 +71,9 @@ def pg_database() -> str:
         pytest.skip("no PostgreSQL (set TRIAGEBOT_TEST_POSTGRES=postgresql://...; .ci/run "
                     "starts one)")
     name = "t_" + uuid.uuid4().hex[:12]
-    _on_postgres(PG_ADMIN, f"CREATE DATABASE {name}")
+    rows(PG_ADMIN, f"CREATE DATABASE {name}")
     yield PG_ADMIN.rsplit("/", 1)[0] + "/" + name
-    _on_postgres(PG_ADMIN, f"DROP DATABASE {name} WITH (FORCE)")
+    rows(PG_ADMIN, f"DROP DATABASE {name} WITH (FORCE)")
 
 
 @pytest.fixture
@@ -97,10 +81,10 @@ def pg_dsn(pg_database: str) -> str:
     """The run's PostgreSQL database, emptied: as new, for each test. Connections an
     earlier test left (a killed worker's) are ended first, with their locks and
     listeners, then the schema goes, tables, sequences, migrations record and all."""
-    _on_postgres(pg_database,
-                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                 "WHERE datname = current_database() AND pid <> pg_backend_pid()",
-                 "DROP SCHEMA public CASCADE", "CREATE SCHEMA public")
+    rows(pg_database, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                      "WHERE datname = current_database() AND pid <> pg_backend_pid()")
+    rows(pg_database, "DROP SCHEMA public CASCADE")
+    rows(pg_database, "CREATE SCHEMA public")
     return pg_database
 
 
