@@ -173,8 +173,10 @@ async def test_a_check_in_due_while_a_worker_is_down_is_sent_once_by_another(fak
     workers = [await start_worker(fake, pg_dsn, ports[0])]
     fake.balance = [hook(ports[0])]
     p = Person(fake, 1950)
-    promised = lambda: [m for m in fake.bot_messages(1950)  # noqa: E731
-                        if "Checking in as promised" in m.text]
+
+    def promised() -> list:
+        return [m for m in fake.bot_messages(1950) if "Checking in as promised" in m.text]
+
     try:
         await self_care_by_typing(p)
         await fake.wait(lambda: "check on you later?" in p.last())
