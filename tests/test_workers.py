@@ -215,6 +215,20 @@ def test_the_postgres_compose_file_and_its_caddyfile_hold_together(tmp_path):
             "webhook"
         assert services[bot]["depends_on"]["db"]["condition"] == "service_healthy"
     assert services["caddy"]["environment"]["TRIAGEBOT_UPSTREAMS"] == "bot1:8080 bot2:8080"
+    compose_cli = shutil.which("docker-compose")  # (Debian's docker-compose: no daemon)
+    if compose_cli is not None:  # as deploy/README says: deploy/.env from env.example
+        shutil.copytree(ROOT / "deploy", tmp_path / "deploy")
+        (tmp_path / "deploy" / ".env").write_text(
+            (ROOT / "deploy" / "env.example").read_text() + "\nPOSTGRES_PASSWORD=x\n")
+        result = subprocess.run([compose_cli, "-f", "compose.postgres.yaml", "config", "-q"],
+                                cwd=tmp_path / "deploy", capture_output=True, text=True,
+                                timeout=60)
+        assert result.returncode == 0, result.stderr[-2000:]
+        (tmp_path / "deploy" / ".env").write_text((ROOT / "deploy" / "env.example").read_text())
+        result = subprocess.run([compose_cli, "-f", "compose.postgres.yaml", "config", "-q"],
+                                cwd=tmp_path / "deploy", capture_output=True, text=True,
+                                timeout=60)
+        assert result.returncode != 0 and "set POSTGRES_PASSWORD" in result.stderr
     caddy = shutil.which("caddy")
     if caddy is None:
         pytest.skip("Debian's caddy package is not installed")
