@@ -68,8 +68,7 @@ FAST = Limits(chat_burst=10_000, group_per_minute=10_000, retry_base=0.001, retr
                                                                   HealthCheck.function_scoped_fixture])
 @given(plan=st.lists(st.tuples(st.integers(1, 4), st.integers(1, 3)), min_size=1, max_size=12),
        seed=st.integers(0, 2 ** 16))
-async def test_each_chat_gets_its_calls_in_order_and_once_whatever_fails(tmp_path, db, plan,
-                                                                        seed):
+async def test_each_chat_gets_its_calls_in_order_and_once_whatever_fails(tmp_path, db, plan, seed):
     """Commits arrive while earlier calls are being sent; Telegram answers at random with
     429s, network errors and successes. Every call is made exactly once, and each
     person's calls to their chat in the order they were committed. (A new SQLite file
@@ -238,8 +237,7 @@ async def test_a_429_for_one_chat_holds_that_chat_only(fake, flow, db):
         assert [m.text.count("/restart") for m in fake.bot_messages(2001)] == [0, 1]
 
 
-async def test_429s_from_many_chats_slow_the_whole_bot_and_nothing_is_lost(fake, flow,
-                                                                           db):
+async def test_429s_from_many_chats_slow_the_whole_bot_and_nothing_is_lost(fake, flow, db):
     fake.limits = FloodLimits(overall=4, chat_burst=100)
     async with Harness(fake, flow, db, "webhook") as h:
         crowd = [Person(fake, 2100 + i) for i in range(16)]
@@ -380,8 +378,7 @@ async def test_replies_resume_soon_after_an_outage_without_waiting_for_housekeep
         assert sum(1 for e in fake.errors if e[1] == 502) == 12
 
 
-async def test_the_webhook_is_answered_at_the_commit_not_after_the_replies(fake, flow,
-                                                                           db):
+async def test_the_webhook_is_answered_at_the_commit_not_after_the_replies(fake, flow, db):
     """A slow Bot API (or a backlog) no longer holds Telegram's webhook requests open,
     of which it keeps at most 40: intake goes on while replies wait."""
     async with Harness(fake, flow, db, "webhook"):

@@ -52,8 +52,7 @@ def invite_link(fake: FakeTelegram, chat: int) -> str:
     return url
 
 
-async def test_in_groups_the_bot_offers_a_private_check_and_never_asks_there(fake, flow,
-                                                                            db):
+async def test_in_groups_the_bot_offers_a_private_check_and_never_asks_there(fake, flow, db):
     setup_chats(fake)
     async with StaffHarness(fake, flow, db):
         for chat, text in ((GROUP, "/start"), (SUPERGROUP, "/triage@triage_test_bot"),
@@ -73,8 +72,7 @@ async def test_in_groups_the_bot_offers_a_private_check_and_never_asks_there(fak
         assert fake.errors == []
 
 
-async def test_the_deep_link_records_the_source_and_a_forged_one_is_harmless(fake, flow,
-                                                                            db):
+async def test_the_deep_link_records_the_source_and_a_forged_one_is_harmless(fake, flow, db):
     setup_chats(fake)
     async with StaffHarness(fake, flow, db, admins=(999,)) as h:
         payload = deeplink.make(SUPERGROUP, fake.token)
@@ -180,8 +178,7 @@ async def test_people_from_a_source_group_alert_its_own_staff(fake, flow, db):
         assert fake.bot_messages(STAFF) == []
 
 
-async def test_an_undeliverable_alert_is_kept_retried_and_shown_to_admins(fake, flow,
-                                                                         db):
+async def test_an_undeliverable_alert_is_kept_retried_and_shown_to_admins(fake, flow, db):
     setup_chats(fake)
     fake.blocked.add(STAFF)  # the bot was removed from the staff group
     async with StaffHarness(fake, flow, db, admins=(999,)) as h:

@@ -57,8 +57,7 @@ async def served(fake, user_id: int) -> None:
 
 # ------------------------------------------------------------ 1. one update wedges the store
 
-async def test_a_forged_alert_id_too_big_for_the_database_does_not_wedge_the_store(fake, flow,
-                                                                            db):
+async def test_a_forged_alert_id_too_big_for_the_database_does_not_wedge_the_store(fake, flow, db):
     setup_chats(fake)
     async with StaffHarness(fake, flow, db) as h:
         p = Person(fake, 1301)
@@ -184,8 +183,7 @@ async def test_only_the_alerts_own_staff_chat_and_message_can_take_it(fake, flow
         assert not any("outsider" in m.text for m in fake.bot_messages(1311))
 
 
-async def test_a_take_pressed_on_another_message_of_the_staff_chat_is_refused(fake, flow,
-                                                                            db):
+async def test_a_take_pressed_on_another_message_of_the_staff_chat_is_refused(fake, flow, db):
     setup_chats(fake)
     async with StaffHarness(fake, flow, db) as h:
         for user in (1313, 1314):
@@ -221,8 +219,7 @@ async def test_interview_buttons_and_edits_in_a_group_change_nothing(fake, flow,
         assert set(after) - set(before) == {(1322, 1322)}, "nothing stored for the group"
 
 
-async def test_a_private_update_whose_chat_is_not_the_senders_is_refused(fake, flow,
-                                                                        db):
+async def test_a_private_update_whose_chat_is_not_the_senders_is_refused(fake, flow, db):
     async with Harness(fake, flow, db, "polling") as h:
         victim = Person(fake, 1323)
         await victim.start()
@@ -265,8 +262,7 @@ def test_the_listener_binds_to_loopback_unless_told_otherwise():
         from_env({"TRIAGEBOT_TIMEZONE": "Europe"})  # a folder of zones
 
 
-async def test_metrics_need_their_token_off_loopback_and_time_no_red_flag(fake, flow,
-                                                                        tmp_path):
+async def test_metrics_need_their_token_off_loopback_and_time_no_red_flag(fake, flow, tmp_path):
     async with Harness(fake, flow, tmp_path / "bot.sqlite3", "webhook") as h:
         await emergency_by_buttons(Person(fake, 1330))
         async with aiohttp.ClientSession() as client:
@@ -294,8 +290,7 @@ async def start_guarded(bot, pool):
     return runner, f"http://127.0.0.1:{site.port}"
 
 
-async def test_idle_connections_cannot_take_the_listener_down(fake, flow, tmp_path,
-                                                             monkeypatch):
+async def test_idle_connections_cannot_take_the_listener_down(fake, flow, tmp_path, monkeypatch):
     monkeypatch.setattr(http, "HEAD_TIMEOUT", 0.5)
     async with Harness(fake, flow, tmp_path / "bot.sqlite3", "webhook") as h:
         runner, url = await start_guarded(h.bot, http.Pool(limit=50))
@@ -319,8 +314,7 @@ async def test_idle_connections_cannot_take_the_listener_down(fake, flow, tmp_pa
             await runner.cleanup()
 
 
-async def test_malformed_requests_get_an_answer_and_no_traceback(fake, flow, tmp_path,
-                                                                caplog):
+async def test_malformed_requests_get_an_answer_and_no_traceback(fake, flow, tmp_path, caplog):
     async with Harness(fake, flow, tmp_path / "bot.sqlite3", "webhook") as h:
         hook = h.url + "/hook/abc"
         update = b'{"update_id": 5, "message": {}}'

@@ -20,8 +20,7 @@ class Clock:
         self.now += hours * HOUR
 
 
-async def test_an_interview_left_for_a_day_expires_and_its_buttons_go_stale(fake, flow,
-                                                                          db):
+async def test_an_interview_left_for_a_day_expires_and_its_buttons_go_stale(fake, flow, db):
     clock = Clock()
     async with Harness(fake, flow, db, "polling") as h:
         h.bot.clock = clock
@@ -188,8 +187,7 @@ async def test_a_check_in_too_late_is_dropped_with_a_note(fake, flow, db):
         assert schedule_rows(db)[0][3] == "dropped"
 
 
-async def test_a_new_check_meanwhile_skips_the_check_in_and_forget_deletes_them(fake, flow,
-                                                                             db):
+async def test_a_new_check_meanwhile_skips_the_check_in_and_forget_deletes_them(fake, flow, db):
     clock = Clock()
     async with checkin_harness(fake, flow, db, clock) as h:
         p = Person(fake, 817)
