@@ -52,6 +52,16 @@ class Played:
         return verdict
 
 
+async def drain(delivery: Delivery, timeout: float) -> None:
+    """Start the scheduler on everything in the outbox; stop it once all is sent."""
+    delivery.start()
+    try:
+        await delivery.wake_all()
+        assert await delivery.idle(timeout)
+    finally:
+        await delivery.stop()
+
+
 @pytest.fixture
 async def store(db):
     s = store_on(db)
@@ -115,12 +125,7 @@ async def test_an_emergency_jumps_a_backlog_and_takes_earlier_calls_of_its_chat_
     # person 7's second call is the emergency; their first must still go before it
     await commit(store, Key(7, 7), "routine first")
     await commit(store, Key(7, 7), "call 112", priority=Priority.EMERGENCY)
-    delivery.start()
-    try:
-        await delivery.wake_all()
-        assert await delivery.idle(10)
-    finally:
-        await delivery.stop()
+    await drain(delivery, 10)
     texts = [out.params["text"] for out in delivery_order.made]
     assert texts[:2] == ["routine first", "call 112"], texts[:5]
     assert len(texts) == 42
@@ -160,12 +165,7 @@ async def test_a_closed_chat_ends_its_lane_and_others_go_on(store):
     delivery = Delivery(store, played, FAST)
     await commit(store, Key(5, 5), "a", "b")
     await commit(store, Key(6, 6), "c")
-    delivery.start()
-    try:
-        await delivery.wake_all()
-        assert await delivery.idle(5)
-    finally:
-        await delivery.stop()
+    await drain(delivery, 5)
     assert [out.params["text"] for out in played.made] == ["c"]
     assert played.attempts == 2, "one attempt for the closed chat, not one per call"
 
@@ -187,12 +187,7 @@ async def test_a_call_queued_while_its_chat_closed_goes_once_the_lane_ends(store
     played = Reopened(store)
     delivery = Delivery(store, played, FAST)
     await commit(store, key, "a", "b")
-    delivery.start()
-    try:
-        await delivery.wake_all()
-        assert await delivery.idle(5)
-    finally:
-        await delivery.stop()
+    await drain(delivery, 5)
     assert [out.params["text"] for out in played.made] == ["welcome back"]
 
 

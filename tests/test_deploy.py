@@ -42,6 +42,34 @@ def environ(**extra: str) -> dict[str, str]:
     return env | extra
 
 
+async def caddy_in_front(fake, caddyfile: Path, tmp_path: Path, port: int,
+                         **env: str) -> asyncio.subprocess.Process:
+    """Caddy serving `caddyfile` on https://localhost:PORT with a local CA of its own,
+    and the fake (Telegram) restarted to trust that CA: the proxy's process."""
+    config = tmp_path / "Caddyfile"
+    config.write_text("{\n\tadmin off\n\tauto_https disable_redirects\n\tskip_install_trust\n"
+                      "\tlocal_certs\n}\n" + caddyfile.read_text())
+    proxy = await asyncio.create_subprocess_exec(
+        caddy, "run", "--config", str(config), "--adapter", "caddyfile",
+        env=environ(TRIAGEBOT_DOMAIN=f"https://localhost:{port}", XDG_DATA_HOME=str(tmp_path),
+                    XDG_CONFIG_HOME=str(tmp_path), HOME=str(tmp_path), **env),
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+    try:
+        root = tmp_path / "caddy" / "pki" / "authorities" / "local" / "root.crt"
+        for _ in range(100):
+            if root.exists():
+                break
+            await asyncio.sleep(0.1)
+        fake.ssl = ssl.create_default_context(cafile=str(root))
+        await fake.stop()  # restart the fake's delivery client with the proxy's CA trusted
+        await fake.start()
+    except BaseException:
+        proxy.kill()
+        await proxy.wait()
+        raise
+    return proxy
+
+
 @needs_caddy
 def test_the_shipped_caddyfile_validates(tmp_path):
     result = subprocess.run([caddy, "validate", "--config", str(DEPLOY / "Caddyfile"),
@@ -56,24 +84,9 @@ def test_the_shipped_caddyfile_validates(tmp_path):
 @needs_caddy
 async def test_updates_reach_the_bot_through_caddy_over_https(fake, flow, tmp_path):
     port, bot_port = free_port(), free_port()
-    config = tmp_path / "Caddyfile"
-    config.write_text("{\n\tadmin off\n\tauto_https disable_redirects\n\tskip_install_trust\n"
-                      "\tlocal_certs\n}\n" + (DEPLOY / "Caddyfile").read_text())
-    env = environ(TRIAGEBOT_DOMAIN=f"https://localhost:{port}",
-                  TRIAGEBOT_UPSTREAM=f"127.0.0.1:{bot_port}", XDG_DATA_HOME=str(tmp_path),
-                  XDG_CONFIG_HOME=str(tmp_path), HOME=str(tmp_path))
-    proxy = await asyncio.create_subprocess_exec(
-        caddy, "run", "--config", str(config), "--adapter", "caddyfile", env=env,
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+    proxy = await caddy_in_front(fake, DEPLOY / "Caddyfile", tmp_path, port,
+                                 TRIAGEBOT_UPSTREAM=f"127.0.0.1:{bot_port}")
     try:
-        root = tmp_path / "caddy" / "pki" / "authorities" / "local" / "root.crt"
-        for _ in range(100):
-            if root.exists():
-                break
-            await asyncio.sleep(0.1)
-        fake.ssl = ssl.create_default_context(cafile=str(root))
-        await fake.stop()  # restart the fake's delivery client with the proxy's CA trusted
-        await fake.start()
         h = Harness(fake, flow, tmp_path / "bot.sqlite3", "webhook")
         h.settings = type(h.settings)(**{
             **{f: getattr(h.settings, f) for f in h.settings.__dataclass_fields__},

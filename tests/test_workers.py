@@ -86,10 +86,7 @@ async def test_two_workers_behind_one_url_handle_each_update_once_and_survive_ki
             metrics = await r.text()
         assert f':{workers[1].pid}"}} 1.0' in metrics and "triagebot_updates_total" in metrics
     finally:
-        for proc in workers:
-            if proc.returncode is None:
-                proc.send_signal(signal.SIGTERM)
-                await asyncio.wait_for(proc.wait(), 30)
+        await stop(workers)
     texts = Counter(m.text for m in fake.bot_messages(1801))
     assert all(n == 1 for n in texts.values()), f"a message sent twice: {texts}"
     # the one error allowed: both workers answer the same button press (the duplicate
@@ -248,33 +245,15 @@ def test_the_postgres_compose_file_and_its_caddyfile_hold_together(tmp_path):
 
 async def test_caddy_spreads_updates_over_two_workers_and_skips_a_dead_one(
         fake, pg_dsn, tmp_path):
-    import shutil
-    import ssl
+    from .test_deploy import caddy, caddy_in_front
 
-    caddy = shutil.which("caddy")
     if caddy is None:
         pytest.skip("Debian's caddy package is not installed")
     port, ports = free_port(), [free_port(), free_port()]
-    config = tmp_path / "Caddyfile"
-    config.write_text("{\n\tadmin off\n\tauto_https disable_redirects\n\tskip_install_trust\n"
-                      "\tlocal_certs\n}\n" + (ROOT / "deploy" / "Caddyfile.postgres").read_text())
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("TRIAGEBOT_", "TELEGRAM_"))}
-    env.update(TRIAGEBOT_DOMAIN=f"https://localhost:{port}", XDG_DATA_HOME=str(tmp_path),
-               XDG_CONFIG_HOME=str(tmp_path), HOME=str(tmp_path),
-               TRIAGEBOT_UPSTREAMS=" ".join(f"127.0.0.1:{p}" for p in ports))
-    proxy = await asyncio.create_subprocess_exec(
-        caddy, "run", "--config", str(config), "--adapter", "caddyfile", env=env,
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+    proxy = await caddy_in_front(fake, ROOT / "deploy" / "Caddyfile.postgres", tmp_path, port,
+                                 TRIAGEBOT_UPSTREAMS=" ".join(f"127.0.0.1:{p}" for p in ports))
     workers = []
     try:
-        root = tmp_path / "caddy" / "pki" / "authorities" / "local" / "root.crt"
-        for _ in range(100):
-            if root.exists():
-                break
-            await asyncio.sleep(0.1)
-        fake.ssl = ssl.create_default_context(cafile=str(root))
-        await fake.stop()  # the fake's delivery client, now trusting the proxy's CA
-        await fake.start()
         workers = [await start_worker(fake, pg_dsn, p) for p in ports]
         fake.webhook["url"] = f"https://localhost:{port}/hook/abc"  # Telegram -> Caddy
         p = Person(fake, 1901)
@@ -291,9 +270,6 @@ async def test_caddy_spreads_updates_over_two_workers_and_skips_a_dead_one(
         texts = Counter(m.text for m in fake.bot_messages(1901))
         assert all(n == 1 for n in texts.values()), texts
     finally:
-        for proc in workers:
-            if proc.returncode is None:
-                proc.send_signal(signal.SIGTERM)
-                await asyncio.wait_for(proc.wait(), 30)
+        await stop(workers)
         proxy.send_signal(signal.SIGTERM)
         await proxy.wait()

@@ -253,7 +253,7 @@ class TelegramBot:
         self.retry_base = retry_base
         self.clock = clock  # wall time for expiry and check-ins; tests move it by hand
         self.locks = KeyedLocks()
-        self._answering: dict[int, int] = {}  # people whose update is being answered here
+        self._answering: Counter[int] = Counter()  # people whose update is answered here
         self.metrics = Metrics()
         self.delivery = Delivery(store, self._deliver, limits or Limits(
             chat_burst=settings.chat_burst, bulk_rate=settings.bulk_rate,
@@ -504,7 +504,7 @@ class TelegramBot:
                 conv = replace(conv, blocked=False)
             return self.conversations.decide(conv, event, self.clock())
 
-        self._answering[key.user_id] = self._answering.get(key.user_id, 0) + 1
+        self._answering[key.user_id] += 1
         try:
             async with self.locks(key):
                 decision = await self._commit(key, update_id, decide)
@@ -518,10 +518,9 @@ class TelegramBot:
             self._wake_soon(key.user_id)  # (its notification was passed over)
             raise
         finally:
-            if self._answering[key.user_id] == 1:
+            self._answering[key.user_id] -= 1
+            if not self._answering[key.user_id]:
                 del self._answering[key.user_id]
-            else:
-                self._answering[key.user_id] -= 1
         await self.delivery.wake(key)
         if decision is not None and decision.forget:
             await self._forgotten(key)
